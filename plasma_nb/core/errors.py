@@ -1,0 +1,182 @@
+"""Every exception plasma_nb raises, in one place.
+
+The hierarchy::
+
+    PlasmaError
+    ├── SchemaError            a table, column or schema declaration is invalid
+    ├── ConfigError            an option (database URL, limit, path) is invalid
+    ├── NotSupportedYet        an option of the design that is not built yet
+    ├── QueryError             a query or expression cannot be built or compiled
+    ├── MutationError          a mutator rejected its mutation (the message is the user's)
+    ├── MutatorError           a mutator is misdeclared or misbehaves (duplicate name,
+    │   │                      unknown name, bad arguments, awaits something but ``tx``)
+    │   └── UnknownMutator
+    ├── ProtocolError          a sync message is malformed; ``.field`` names the culprit
+    ├── StorageError           the local replica or outbox cannot be read or written
+    │   └── StorageClosed
+    ├── SyncError              the server answered something the client cannot use
+    │   ├── ClientStateNotFound
+    │   └── VersionNotSupported
+    └── ServerError            an HTTP-mapped error inside the server; ``.status``
+        ├── BadRequest          400
+        ├── Forbidden           403
+        ├── Conflict            409
+        ├── PayloadTooLarge     413
+        └── Unavailable         503 (transient: retry after ``.retry_after`` seconds)
+
+``MutationError`` is the one users raise themselves; everything else is raised by
+plasma_nb. Messages name the offending value and what was expected.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "ClientStateNotFound",
+    "ConfigError",
+    "Conflict",
+    "Forbidden",
+    "MutationError",
+    "MutatorError",
+    "NotSupportedYet",
+    "PayloadTooLarge",
+    "PlasmaError",
+    "ProtocolError",
+    "QueryError",
+    "SchemaError",
+    "ServerError",
+    "StorageClosed",
+    "StorageError",
+    "SyncError",
+    "Unavailable",
+    "UnknownMutator",
+    "VersionNotSupported",
+]
+
+
+class PlasmaError(Exception):
+    """Base class of every plasma_nb error."""
+
+
+class SchemaError(PlasmaError, ValueError):
+    """A table, column or schema declaration is invalid."""
+
+
+class ConfigError(PlasmaError, ValueError):
+    """An option (database URL, limit, path, ...) is invalid."""
+
+
+class NotSupportedYet(PlasmaError, NotImplementedError):
+    """An option that is part of the design but not built yet.
+
+    Raised instead of accepting and ignoring the option.
+    """
+
+    def __init__(self, option: str, detail: str = "") -> None:
+        self.option = option
+        message = f"{option} is not supported yet"
+        if detail:
+            message += f": {detail}"
+        super().__init__(message)
+
+
+class QueryError(PlasmaError, ValueError):
+    """A query or expression cannot be built or compiled."""
+
+
+class MutationError(PlasmaError):
+    """Raised by a mutator to reject its mutation; the message reaches the user."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return f"MutationError({self.message!r})"
+
+
+class MutatorError(PlasmaError):
+    """A mutator is misdeclared, called with bad arguments, or misbehaves."""
+
+
+class UnknownMutator(MutatorError, AttributeError):
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        message = f"no mutator named {name!r}"
+        if known is not None:
+            message += f"; registered: {', '.join(sorted(known)) or '(none)'}"
+        super().__init__(message)
+
+
+class ProtocolError(PlasmaError, ValueError):
+    """A sync message does not have the shape the protocol requires."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class StorageError(PlasmaError):
+    """The local replica or outbox cannot be read or written."""
+
+
+class StorageClosed(StorageError, RuntimeError):
+    """The storage (or the client that owns it) was closed."""
+
+
+class SyncError(PlasmaError):
+    """The server answered something the client cannot use."""
+
+
+class ClientStateNotFound(SyncError):
+    """The server does not know this client group or client (it was wiped or compacted)."""
+
+
+class VersionNotSupported(SyncError):
+    def __init__(self, version_type: str, message: str = "") -> None:
+        self.version_type = version_type
+        super().__init__(message or f"the server does not support this {version_type} version")
+
+
+class ServerError(PlasmaError):
+    """An error inside the server that maps to an HTTP status."""
+
+    status = 500
+    error = "InternalError"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class BadRequest(ServerError):
+    status = 400
+    error = "BadRequest"
+
+
+class Forbidden(ServerError):
+    status = 403
+    error = "Forbidden"
+
+
+class Conflict(ServerError):
+    status = 409
+    error = "Conflict"
+
+
+class PayloadTooLarge(ServerError):
+    status = 413
+    error = "PayloadTooLarge"
+
+
+class Unavailable(ServerError):
+    status = 503
+    error = "Unavailable"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -1,0 +1,15 @@
+"""The server engine: a Starlette app that runs mutators canonically and serves
+the sync protocol. Needs the ``server`` extra: ``pip install 'plasma-nb[server]'``."""
+
+from __future__ import annotations
+
+try:
+    import starlette  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "plasma_nb.server needs the server extra: pip install 'plasma-nb[server]'"
+    ) from exc
+
+from .app import Limits, create_app
+
+__all__ = ["Limits", "create_app"]

@@ -1,0 +1,307 @@
+"""The server engine's Starlette app: the sync routes of DESIGN section 5.
+
+Every answer is JSON. Malformed input gets 400 naming the field, oversized
+bodies 413, transient database trouble 503 with Retry-After; the protocol's own
+errors (ClientStateNotFound, VersionNotSupported) travel with HTTP 200, as
+Replicache expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from ..core.errors import (
+    BadRequest,
+    ClientStateNotFound,
+    ConfigError,
+    NotSupportedYet,
+    PayloadTooLarge,
+    ProtocolError,
+    ServerError,
+)
+from ..core.mutators import Context, Mutators
+from ..core.protocol import (
+    PULL_VERSION,
+    PUSH_VERSION,
+    PullRequest,
+    PushRequest,
+    dumps,
+    loads_strict,
+)
+from ..core.schema import Schema
+from .database import open_storage
+from .pokes import PokeHub
+from .storage.base import Storage
+
+__all__ = ["Limits", "create_app"]
+
+logger = logging.getLogger("plasma_nb.server")
+
+DEFAULT_BLOBS = "file:./plasma-blobs"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Published in ``GET /sync/schema`` so clients can size their pushes."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_mutations_per_push: int = 1000
+    max_json_depth: int = 64
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"limit {name} must be a positive integer, got {value!r}")
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+def _error(exc: ServerError) -> JSONResponse:
+    headers = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return JSONResponse({"error": exc.error, "message": exc.message}, exc.status, headers)
+
+
+class _Server:
+    """The state behind the routes: storage, pokes, limits."""
+
+    def __init__(self, schema: Schema, mutators: Mutators, storage: Storage,
+                 limits: Limits) -> None:
+        self.schema = schema
+        self.mutators = mutators
+        self.storage = storage
+        self.limits = limits
+        self.pokes = PokeHub(storage)
+        self._open_lock = asyncio.Lock()
+        self._opened = False
+
+    async def ensure_open(self) -> None:
+        # httpx's ASGITransport does not run lifespan events, so open on first use too.
+        if self._opened:
+            return
+        async with self._open_lock:
+            if not self._opened:
+                await self.storage.open()
+                self._opened = True
+
+    async def close(self) -> None:
+        await self.pokes.stop()
+        if self._opened:
+            self._opened = False
+            await self.storage.close()
+
+    def context(self, request: Request | WebSocket) -> Context:
+        # Auth arrives with its issue; until then every caller is anonymous.
+        return Context(user=None)
+
+    async def read_json(self, request: Request) -> object:
+        limit = self.limits.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return loads_strict(b"".join(chunks), max_depth=self.limits.max_json_depth)
+
+    # -- routes ----------------------------------------------------------------
+
+    async def push(self, request: Request) -> Response:
+        body = await self.read_json(request)
+        push = PushRequest.from_json(body)
+        if push.push_version != PUSH_VERSION:
+            return JSONResponse({"error": "VersionNotSupported", "versionType": "push"})
+        if not self.schema.accepts(push.schema_version):
+            return JSONResponse({"error": "VersionNotSupported", "versionType": "schema"})
+        await self.ensure_open()
+        try:
+            outcome = await self.storage.push(
+                push, self.context(request), limit=self.limits.max_mutations_per_push
+            )
+        except ClientStateNotFound:
+            return JSONResponse({"error": "ClientStateNotFound"})
+        if outcome.processed:
+            self.pokes.notify()
+        stopped = outcome.stopped_by
+        if isinstance(stopped, ClientStateNotFound):
+            return JSONResponse({"error": "ClientStateNotFound"})
+        if isinstance(stopped, ServerError):
+            return _error(stopped)
+        return JSONResponse(outcome.response.to_json())
+
+    async def pull(self, request: Request) -> Response:
+        if request.method == "GET":
+            pull = PullRequest.from_query(request.query_params)
+        else:
+            pull = PullRequest.from_json(await self.read_json(request))
+        if pull.pull_version != PULL_VERSION:
+            return JSONResponse({"error": "VersionNotSupported", "versionType": "pull"})
+        if not self.schema.accepts(pull.schema_version):
+            return JSONResponse({"error": "VersionNotSupported", "versionType": "schema"})
+        await self.ensure_open()
+        try:
+            response = await self.storage.pull(pull, self.context(request))
+        except ClientStateNotFound:
+            return JSONResponse({"error": "ClientStateNotFound"})
+        return JSONResponse(response.to_json())
+
+    async def describe(self, request: Request) -> Response:
+        await self.ensure_open()
+        return JSONResponse({
+            **self.schema.describe(),
+            "mutators": sorted(self.mutators),
+            "limits": {
+                "maxBodyBytes": self.limits.max_body_bytes,
+                "maxMutationsPerPush": self.limits.max_mutations_per_push,
+                "maxJsonDepth": self.limits.max_json_depth,
+            },
+            "pushVersion": PUSH_VERSION,
+            "pullVersion": PULL_VERSION,
+            "user": self.context(request).user,
+        })
+
+    async def healthz(self, request: Request) -> Response:
+        await self.ensure_open()
+        return JSONResponse({"ok": True, "version": await self.storage.version()})
+
+    async def blob(self, request: Request) -> Response:
+        return JSONResponse(
+            {"error": "NotImplemented", "message": "blob storage is not supported yet"}, 501
+        )
+
+    async def websocket(self, websocket: WebSocket) -> None:
+        await self.ensure_open()
+        await self.pokes.serve(websocket)
+
+
+def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[
+    [Request], Awaitable[Response]
+]:
+    """Turn every failure into a JSON answer: bad input never becomes a 500."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ProtocolError as exc:
+            return _error(BadRequest(str(exc)))
+        except ServerError as exc:
+            return _error(exc)
+        except Exception:
+            logger.exception("unexpected error on %s %s", request.method, request.url.path)
+            return JSONResponse(
+                {"error": "InternalError", "message": "internal server error"}, 500
+            )
+
+    return guarded
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": "NotFound" if exc.status_code == 404 else "HTTPError",
+         "message": f"{request.method} {request.url.path}: {exc.detail}"},
+        exc.status_code,
+        exc.headers,
+    )
+
+
+def create_app(
+    schema: Schema,
+    mutators: Mutators,
+    database: str = "sqlite:///plasma.db",
+    blobs: str | None = DEFAULT_BLOBS,
+    auth: Any = None,
+    cors_origins: Sequence[str] = (),
+    site_dir: str | Path | None = None,
+    *,
+    limits: Limits | None = None,
+) -> Starlette:
+    """The server engine as an ASGI app.
+
+    ``database`` is ``sqlite:///path`` (``sqlite:///:memory:`` for a private
+    in-memory database); ``site_dir`` also serves a built lite site at ``/``.
+    """
+    if not isinstance(schema, Schema):
+        raise ConfigError(f"create_app() takes a Schema first, got {schema!r}")
+    if not isinstance(mutators, Mutators):
+        raise ConfigError(f"create_app() takes Mutators second, got {mutators!r}")
+    if mutators.schema is not schema:
+        raise ConfigError("the mutators were registered for a different schema")
+    if auth is not None:
+        raise NotSupportedYet("auth=", "authentication arrives with the security issue")
+    if blobs is not None and blobs != DEFAULT_BLOBS:
+        raise NotSupportedYet(f"blobs={blobs!r}", "blob storage arrives with the blobs issue")
+    if isinstance(cors_origins, str):
+        raise ConfigError(f"cors_origins must be a list of origins, got {cors_origins!r}")
+    server = _Server(schema, mutators, open_storage(database, schema, mutators),
+                     limits or Limits())
+
+    routes: list[Route | WebSocketRoute | Mount] = [
+        Route("/sync/push", _guard(server.push), methods=["POST"]),
+        Route("/sync/pull", _guard(server.pull), methods=["GET", "POST"]),
+        Route("/sync/schema", _guard(server.describe), methods=["GET"]),
+        Route("/sync/blob/{hash}", _guard(server.blob), methods=["GET", "HEAD", "PUT"]),
+        Route("/healthz", _guard(server.healthz), methods=["GET"]),
+        WebSocketRoute("/sync/ws", server.websocket),
+    ]
+    if site_dir is not None:
+        path = Path(site_dir)
+        if not path.is_dir():
+            raise ConfigError(f"site_dir {str(path)!r} is not a directory")
+        routes.append(Mount("/", StaticFiles(directory=path, html=True)))
+
+    middleware = []
+    if cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "PUT", "HEAD"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        ))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.ensure_open()
+        server.pokes.start()
+        try:
+            yield
+        finally:
+            await server.close()
+
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.plasma = server
+    return app

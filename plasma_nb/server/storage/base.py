@@ -1,0 +1,49 @@
+"""The contract every server storage backend keeps.
+
+A backend owns the user tables and the internal ``_plasma_`` tables of DESIGN
+section 6. The guarantees:
+
+- ``push`` runs in one transaction: what it reports as processed is committed
+  together with the clients' last mutation ids, or nothing is;
+- the change log is written by triggers, so writes from outside the server
+  (operator SQL) reach clients too, with a version of their own;
+- versions only grow, and a ``pull`` reads in one snapshot, so it can never
+  miss a change that commits later with a lower version;
+- transient failures raise ``Unavailable`` before anything was committed.
+"""
+
+from __future__ import annotations
+
+from ...core.mutators import Context, Mutators
+from ...core.protocol import PullRequest, PullResponse, PushRequest
+from ...core.schema import Schema
+from ..push import PushOutcome
+
+__all__ = ["Storage"]
+
+
+class Storage:
+    schema: Schema
+    mutators: Mutators
+
+    async def open(self) -> None:
+        """Create or migrate the tables; refuse an incompatible database."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def push(self, request: PushRequest, ctx: Context, *, limit: int) -> PushOutcome:
+        raise NotImplementedError
+
+    async def pull(self, request: PullRequest, ctx: Context) -> PullResponse:
+        """Raises ``ClientStateNotFound`` for an unknown group with a cookie."""
+        raise NotImplementedError
+
+    async def version(self) -> int:
+        """The current global version (the newest cookie)."""
+        raise NotImplementedError
+
+    async def changed_externally(self) -> bool:
+        """True if another connection committed since the last call (for pokes)."""
+        raise NotImplementedError

@@ -1,0 +1,493 @@
+"""The embedded default backend: one SQLite file in WAL mode.
+
+One writer connection, serialized by an asyncio lock, runs pushes; a reader
+connection serves pulls in one read transaction each; a third connection only
+watches ``PRAGMA data_version`` so that commits from anywhere (operator SQL in
+the ``sqlite3`` shell included) become pokes. Statements are short and run on
+the event loop thread: SQLite answers them in microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ...core.dialect import SQLiteDialect, quote
+from ...core.errors import ClientStateNotFound, MutationError, SchemaError, Unavailable
+from ...core.mutators import Context, Mutators, Transaction
+from ...core.protocol import (
+    ClearOp,
+    DelOp,
+    Mutation,
+    MutationErrorInfo,
+    PatchOp,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    PutOp,
+)
+from ...core.query import Delete, Insert, Select, Update
+from ...core.schema import ColumnType, Schema, Table
+from ..push import ClientState, NeedSavepoints, PushOutcome, PushSession, process_push
+from .base import Storage
+
+__all__ = ["SQLiteStorage", "internal_ddl", "trigger_ddl"]
+
+_INTERNAL_DDL = """
+CREATE TABLE IF NOT EXISTS _plasma_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    pushing INTEGER NOT NULL DEFAULT 0,
+    min_version INTEGER NOT NULL,
+    schema_version TEXT
+);
+CREATE TABLE IF NOT EXISTS _plasma_client_groups (
+    id TEXT PRIMARY KEY,
+    owner TEXT,
+    created_version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _plasma_clients (
+    id TEXT PRIMARY KEY,
+    client_group_id TEXT NOT NULL,
+    last_mutation_id INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
+-- Not on version: a push updates it, and a group has few clients to filter.
+CREATE INDEX IF NOT EXISTS _plasma_clients_group ON _plasma_clients (client_group_id);
+CREATE TABLE IF NOT EXISTS _plasma_changes (
+    tbl TEXT NOT NULL,
+    pk TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (tbl, pk)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS _plasma_changes_version ON _plasma_changes (tbl, version);
+CREATE TABLE IF NOT EXISTS _plasma_mutation_errors (
+    client_id TEXT NOT NULL,
+    mutation_id INTEGER NOT NULL,
+    client_group_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    message TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (client_id, mutation_id)
+);
+CREATE INDEX IF NOT EXISTS _plasma_mutation_errors_group
+    ON _plasma_mutation_errors (client_group_id, version);
+"""
+
+
+def internal_ddl() -> str:
+    """The ``_plasma_`` tables (without their first row)."""
+    return _INTERNAL_DDL
+
+
+def trigger_ddl(table: Table) -> str:
+    """The change-log triggers of one table, in plain SQL.
+
+    Inside a push, the push has already advanced the version and set
+    ``pushing``; outside one (operator SQL), each row's write advances it.
+    """
+    name = table._name
+    pk = quote(table._pk.name)
+    log = (
+        "INSERT INTO _plasma_changes (tbl, pk, version, deleted) "
+        "VALUES ('{t}', CAST({ref}.{pk} AS TEXT), (SELECT version FROM _plasma_meta), {d}) "
+        "ON CONFLICT (tbl, pk) DO UPDATE SET version = excluded.version, "
+        "deleted = excluded.deleted;"
+    )
+    bump = "UPDATE _plasma_meta SET version = version + 1 WHERE pushing = 0;"
+    ins = log.format(t=name, ref="NEW", pk=pk, d=0)
+    dele = log.format(t=name, ref="OLD", pk=pk, d=1)
+    qn = quote(name)
+    return f"""
+CREATE TRIGGER IF NOT EXISTS "_plasma_{name}_insert" AFTER INSERT ON {qn} BEGIN
+    {bump}
+    {ins}
+END;
+CREATE TRIGGER IF NOT EXISTS "_plasma_{name}_update" AFTER UPDATE ON {qn} BEGIN
+    {bump}
+    INSERT INTO _plasma_changes (tbl, pk, version, deleted)
+        SELECT '{name}', CAST(OLD.{pk} AS TEXT), (SELECT version FROM _plasma_meta), 1
+        WHERE OLD.{pk} IS NOT NEW.{pk}
+        ON CONFLICT (tbl, pk) DO UPDATE SET version = excluded.version, deleted = 1;
+    {ins}
+END;
+CREATE TRIGGER IF NOT EXISTS "_plasma_{name}_delete" AFTER DELETE ON {qn} BEGIN
+    {bump}
+    {dele}
+END;
+"""
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: ``executescript`` would commit our transaction."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            conn.execute(pending)
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement: {pending!r}")
+
+
+def _is_transient(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class _ServerTransaction(Transaction):
+    location = "server"
+
+    def __init__(self, conn: sqlite3.Connection, dialect: SQLiteDialect, ctx: Context,
+                 mutation: Mutation) -> None:
+        super().__init__(ctx=ctx, timestamp=mutation.timestamp, mutation_name=mutation.name)
+        self._conn = conn
+        self._dialect = dialect
+
+    async def _write(self, stmt: Insert | Update | Delete) -> int:
+        compiled = self._dialect.compile(stmt)
+        try:
+            return self._conn.execute(compiled.sql, compiled.params).rowcount
+        except sqlite3.IntegrityError as exc:
+            raise MutationError(_integrity_message(stmt, exc)) from None
+
+    async def _read(self, stmt: Select) -> list[dict[str, Any]]:
+        compiled = self._dialect.compile(stmt)
+        decode = compiled.decode
+        assert decode is not None
+        return [decode(r) for r in self._conn.execute(compiled.sql, compiled.params)]
+
+
+def _integrity_message(stmt: Insert | Update | Delete, exc: sqlite3.IntegrityError) -> str:
+    table = stmt.table
+    if isinstance(stmt, Insert) and "UNIQUE" in str(exc):
+        key = stmt.row.get(table._pk.name)
+        return f"{table._name}: a row with key {key!r} already exists"
+    return f"{table._name}: {exc}"
+
+
+class _SQLitePushSession(PushSession):
+    def __init__(self, storage: SQLiteStorage, *, savepoints: bool) -> None:
+        self.savepoints = savepoints
+        self._storage = storage
+        self._conn = storage._writer
+        self.version = 0
+
+    async def load_state(
+        self, group_id: str, client_ids: list[str]
+    ) -> tuple[bool, str | None, dict[str, ClientState]]:
+        marks = ", ".join("?" * len(client_ids))
+        sql = "SELECT NULL, owner, NULL FROM _plasma_client_groups WHERE id = ?"
+        if client_ids:
+            sql += (
+                " UNION ALL SELECT id, client_group_id, last_mutation_id FROM _plasma_clients"
+                f" WHERE id IN ({marks})"
+            )
+        exists, owner = False, None
+        clients: dict[str, ClientState] = {}
+        for cid, group, last in self._conn.execute(sql, (group_id, *client_ids)):
+            if cid is None:
+                exists, owner = True, group
+            else:
+                clients[cid] = ClientState(group, last)
+        return exists, owner, clients
+
+    async def create_group(self, group_id: str, owner: str | None) -> None:
+        self._conn.execute(
+            "INSERT INTO _plasma_client_groups (id, owner, created_version) "
+            "VALUES (?, ?, (SELECT version FROM _plasma_meta))",
+            (group_id, owner),
+        )
+
+    async def begin_mutation(self) -> None:
+        if not self.version:
+            # One new version per push transaction, taken before the first savepoint so
+            # that rolling back a rejected mutation keeps it: the rejection is news too.
+            (self.version,) = self._conn.execute(
+                "UPDATE _plasma_meta SET version = version + 1, pushing = 1 RETURNING version"
+            ).fetchone()
+        if self.savepoints:
+            self._conn.execute("SAVEPOINT plasma_mutation")
+
+    async def rollback_mutation(self) -> None:
+        self._conn.execute("ROLLBACK TO plasma_mutation")
+
+    async def end_mutation(self) -> None:
+        if self.savepoints:
+            self._conn.execute("RELEASE plasma_mutation")
+
+    def transaction(self, ctx: Context, mutation: Mutation) -> Transaction:
+        return _ServerTransaction(self._conn, self._storage.dialect, ctx, mutation)
+
+    async def record_error(self, group_id: str, error: MutationErrorInfo) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO _plasma_mutation_errors "
+            "(client_id, mutation_id, client_group_id, name, message, version) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (error.client_id, error.id, group_id, error.name, error.message, self.version),
+        )
+
+    async def load_errors(self, client_id: str, ids: list[int]) -> list[MutationErrorInfo]:
+        marks = ", ".join("?" * len(ids))
+        rows = self._conn.execute(
+            "SELECT mutation_id, name, message FROM _plasma_mutation_errors "
+            f"WHERE client_id = ? AND mutation_id IN ({marks}) ORDER BY mutation_id",
+            (client_id, *ids),
+        ).fetchall()
+        return [MutationErrorInfo(client_id, r[0], r[1], r[2]) for r in rows]
+
+    async def save_clients(self, group_id: str, changed: Mapping[str, int]) -> None:
+        for cid, last in changed.items():
+            self._conn.execute(
+                "INSERT INTO _plasma_clients (id, client_group_id, last_mutation_id, version) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "last_mutation_id = excluded.last_mutation_id, version = excluded.version",
+                (cid, group_id, last, self.version),
+            )
+
+
+def _wire_converter(type: ColumnType) -> Callable[[Any], Any] | None:
+    # Straight from SQLite's storage to JSON: timestamps are already canonical text.
+    if type is ColumnType.BOOLEAN:
+        return bool
+    if type is ColumnType.JSON:
+        return json.loads
+    return None
+
+
+class SQLiteStorage(Storage):
+    def __init__(self, path: str, schema: Schema, mutators: Mutators) -> None:
+        self.path = path
+        self.schema = schema
+        self.mutators = mutators
+        self.dialect = SQLiteDialect()
+        self._write_lock = asyncio.Lock()
+        self._opened = False
+        self._data_version: int | None = None
+        self._pull_sql: dict[str, tuple[str, str, list[tuple[int, str, Any]]]] = {}
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = self.path.startswith("file:")
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, uri=uri, timeout=5.0
+        )
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        self._writer = self._connect()
+        try:
+            mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._setup()
+        except BaseException:
+            self._writer.close()
+            raise
+        del mode
+        self._reader = self._connect()
+        self._watcher = self._connect()
+        self._opened = True
+        for t in self.schema:
+            self._pull_sql[t._name] = self._build_pull_sql(t)
+
+    def _setup(self) -> None:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _run_script(conn, _INTERNAL_DDL)
+            now_ms = int(time.time() * 1000)
+            # Versions start from the clock, so a recreated database never hands out
+            # a cookie lower than one a client already holds.
+            conn.execute(
+                "INSERT OR IGNORE INTO _plasma_meta (id, version, pushing, min_version) "
+                "VALUES (1, ?, 0, ?)",
+                (now_ms, now_ms),
+            )
+            for t in self.schema:
+                self._create_or_migrate(t)
+                _run_script(conn, trigger_ddl(t))
+            conn.execute(
+                "UPDATE _plasma_meta SET schema_version = ?, pushing = 0", (self.schema.version,)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _create_or_migrate(self, t: Table) -> None:
+        conn = self._writer
+        existing = {
+            row[1]: row for row in conn.execute(f"PRAGMA table_info({quote(t._name)})")
+        }
+        if not existing:
+            conn.execute(self.dialect.create_table_sql(t))
+            return
+        for c in t:
+            if c.name in existing:
+                declared = str(existing[c.name][2]).upper()
+                wanted = self.dialect.sql_type(c)
+                if declared != wanted:
+                    raise SchemaError(
+                        f"{c.qualname} is {declared} in the database but the schema declares "
+                        f"{c.type.value} ({wanted}); change it with a new column instead"
+                    )
+                continue
+            if not c.has_default:
+                raise SchemaError(
+                    f"cannot add column {c.qualname} to the existing database: a new column "
+                    "must be nullable or have a default"
+                )
+            ddl = self.dialect.create_table_sql(t)
+            column_def = ddl[ddl.index(quote(c.name)):].split(", ")[0].rstrip(")")
+            conn.execute(f"ALTER TABLE {quote(t._name)} ADD COLUMN {column_def}")
+
+    def _build_pull_sql(self, t: Table) -> tuple[str, str, list[tuple[int, str, Any]]]:
+        cols = ", ".join(f"t.{quote(c.name)}" for c in t)
+        changes = (
+            f"SELECT c.pk, c.deleted, {cols} FROM _plasma_changes c "
+            f"LEFT JOIN {quote(t._name)} t ON t.{quote(t._pk.name)} = c.pk "
+            "WHERE c.tbl = ? AND c.version > ?"
+        )
+        snapshot = f"SELECT {', '.join(quote(c.name) for c in t)} FROM {quote(t._name)}"
+        converters = [(i, c.name, _wire_converter(c.type)) for i, c in enumerate(t)]
+        return changes, snapshot, converters
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
+        async with self._write_lock:
+            for conn in (self._writer, self._reader, self._watcher):
+                conn.close()
+
+    async def push(self, request: PushRequest, ctx: Context, *, limit: int) -> PushOutcome:
+        async with self._write_lock:
+            try:
+                return await self._push(request, ctx, limit, savepoints=False)
+            except NeedSavepoints:
+                return await self._push(request, ctx, limit, savepoints=True)
+
+    async def _push(
+        self, request: PushRequest, ctx: Context, limit: int, *, savepoints: bool
+    ) -> PushOutcome:
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_transient(exc):
+                raise Unavailable(f"the database is busy: {exc}") from None
+            raise
+        try:
+            session = _SQLitePushSession(self, savepoints=savepoints)
+            outcome = await process_push(session, request, self.mutators, ctx, limit=limit)
+            conn.execute("UPDATE _plasma_meta SET pushing = 0")
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if _is_transient(exc):
+                raise Unavailable(f"the database is busy: {exc}") from None
+            raise
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcome
+
+    async def _ensure_group(self, group_id: str, owner: str | None) -> None:
+        async with self._write_lock:
+            self._writer.execute(
+                "INSERT OR IGNORE INTO _plasma_client_groups (id, owner, created_version) "
+                "VALUES (?, ?, (SELECT version FROM _plasma_meta))",
+                (group_id, owner),
+            )
+
+    async def pull(self, request: PullRequest, ctx: Context) -> PullResponse:
+        conn = self._reader
+        group = conn.execute(
+            "SELECT owner FROM _plasma_client_groups WHERE id = ?", (request.client_group_id,)
+        ).fetchone()
+        if group is None:
+            if request.cookie is not None:
+                raise ClientStateNotFound(
+                    f"unknown client group {request.client_group_id!r}"
+                )
+            await self._ensure_group(request.client_group_id, ctx.user)
+        try:
+            conn.execute("BEGIN")
+            try:
+                return self._read_pull(conn, request)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if _is_transient(exc):
+                raise Unavailable(f"the database is busy: {exc}") from None
+            raise
+
+    def _read_pull(self, conn: sqlite3.Connection, request: PullRequest) -> PullResponse:
+        version, min_version = conn.execute(
+            "SELECT version, min_version FROM _plasma_meta"
+        ).fetchone()
+        cookie = request.cookie
+        full = cookie is None or cookie < min_version or cookie > version
+        since = 0 if full or cookie is None else cookie
+        patch: list[PatchOp] = [ClearOp()] if full else []
+        for t in self.schema:
+            changes_sql, snapshot_sql, converters = self._pull_sql[t._name]
+            if full:
+                for values in conn.execute(snapshot_sql):
+                    row = {name: values[i] for i, name, _ in converters}
+                    for i, name, convert in converters:
+                        if convert is not None and values[i] is not None:
+                            row[name] = convert(values[i])
+                    patch.append(PutOp(f"{t._name}/{values[_pk_index(t)]}", row))
+                continue
+            for values in conn.execute(changes_sql, (t._name, since)):
+                key = f"{t._name}/{values[0]}"
+                if values[1] or values[2 + _pk_index(t)] is None:
+                    patch.append(DelOp(key))
+                    continue
+                row = {name: values[i + 2] for i, name, _ in converters}
+                for i, name, convert in converters:
+                    if convert is not None and values[i + 2] is not None:
+                        row[name] = convert(values[i + 2])
+                patch.append(PutOp(key, row))
+        group_id = request.client_group_id
+        last_ids = {
+            cid: last
+            for cid, last in conn.execute(
+                "SELECT id, last_mutation_id FROM _plasma_clients "
+                "WHERE client_group_id = ? AND version > ?",
+                (group_id, since),
+            )
+        }
+        errors = tuple(
+            MutationErrorInfo(*row)
+            for row in conn.execute(
+                "SELECT client_id, mutation_id, name, message FROM _plasma_mutation_errors "
+                "WHERE client_group_id = ? AND version > ? ORDER BY version, mutation_id",
+                (group_id, since),
+            )
+        )
+        return PullResponse(version, last_ids, tuple(patch), errors)
+
+    async def version(self) -> int:
+        row = self._reader.execute("SELECT version FROM _plasma_meta").fetchone()
+        return int(row[0])
+
+    async def changed_externally(self) -> bool:
+        (data_version,) = self._watcher.execute("PRAGMA data_version").fetchone()
+        changed = self._data_version is not None and data_version != self._data_version
+        self._data_version = data_version
+        return changed
+
+
+def _pk_index(t: Table) -> int:
+    return list(t._columns).index(t._pk.name)
