@@ -101,11 +101,12 @@ class MutatorError(PlasmaError):
 
 class UnknownMutator(MutatorError, AttributeError):
     def __init__(self, name: str, known: list[str] | None = None) -> None:
-        self.name = name
         message = f"no mutator named {name!r}"
         if known is not None:
             message += f"; registered: {', '.join(sorted(known)) or '(none)'}"
         super().__init__(message)
+        # After super().__init__: AttributeError.__init__ resets .name to None.
+        self.name = name
 
 
 class ProtocolError(PlasmaError, ValueError):

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from .errors import MutationError, MutatorError, QueryError, UnknownMutator
 from .expr import Expr
-from .query import Delete, Insert, Select, Update
+from .query import Delete, Insert, Select, Update, check_condition
 from .schema import Schema, Table
 
 __all__ = [
@@ -133,8 +133,13 @@ def drive(coro: Coroutine[Any, Any, Any], name: str) -> Any:
     except StopIteration as stop:
         return stop.value
     coro.close()
+    what = (
+        "awaited something that suspends (asyncio.sleep, a bare yield)"
+        if yielded is None
+        else f"awaited {yielded!r}"
+    )
     raise MutatorError(
-        f"mutator {name!r} awaited {yielded!r}, which is not a tx operation; "
+        f"mutator {name!r} {what}, which is not a tx operation; "
         "mutators may await only tx methods (pass other values in as arguments)"
     )
 
@@ -214,14 +219,18 @@ class _UpdateSet(_PendingWrite):
 class DeleteBuilder(_Write):
     __slots__ = ()
 
+    def __await__(self) -> Any:
+        raise QueryError(
+            f"delete({self._table._name}) needs .where(...); to delete every row, say so: "
+            f".where({self._table._name}.{self._table._pk.name}.is_not_null())"
+        )
+
     def where(self, condition: Expr, /) -> _PendingWrite:
         return _PendingWrite(self._tx, Delete(self._table, _condition(condition)))
 
 
 def _condition(condition: object) -> Expr:
-    if not isinstance(condition, Expr):
-        raise QueryError(f"where() takes a condition such as todos.id == id, got {condition!r}")
-    return condition
+    return check_condition(condition, "todos.id == id")
 
 
 class BoundSelect:

@@ -10,8 +10,20 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import QueryError
-from .expr import And, ColumnRef, Compare, Expr, InList, IsNull, Like, Not, Or, Ordering
-from .schema import Column, Table
+from .expr import (
+    And,
+    ColumnRef,
+    Compare,
+    Expr,
+    InList,
+    IsNull,
+    Like,
+    Literal,
+    Not,
+    Or,
+    Ordering,
+)
+from .schema import Column, ColumnType, Table
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,10 +72,7 @@ class Select:
 
     def where(self, condition: Expr, /) -> Select:
         """Filter rows; several calls are combined with AND."""
-        if not isinstance(condition, Expr):
-            raise QueryError(
-                f"where() takes a condition such as todos.done == False, got {condition!r}"
-            )
+        check_condition(condition, "todos.done == False")
         check_tables(condition, self.table)
         combined = condition if self.where_ is None else self.where_ & condition
         return self._replace(where=combined)
@@ -109,6 +118,19 @@ class Select:
         if self.offset_ is not None:
             parts.append(f".offset({self.offset_})")
         return "".join(parts)
+
+
+def check_condition(condition: object, example: str) -> Expr:
+    """A where() argument must be a condition; a bare column only if it is boolean
+    (SQLite would coerce any value to truth, Postgres would refuse)."""
+    if not isinstance(condition, Expr) or isinstance(condition, Literal | Ordering):
+        raise QueryError(f"where() takes a condition such as {example}, got {condition!r}")
+    if isinstance(condition, Column) and condition.type is not ColumnType.BOOLEAN:
+        raise QueryError(
+            f"where({condition.qualname}) needs a comparison: the column is "
+            f"{condition.type.value}, not boolean"
+        )
+    return condition
 
 
 def check_tables(expr: object, table: Table) -> None:

@@ -61,7 +61,10 @@ def _check_integer(value: object) -> int:
 def _check_real(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError("a real number")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise TypeError("a finite real number") from None
     if not math.isfinite(value):
         raise TypeError("a finite real number")
     return value
@@ -113,7 +116,10 @@ def _check_timestamp(value: object) -> _dt.datetime:
         raise TypeError("a timezone-aware datetime or an ISO 8601 string ending in 'Z'")
     if value.tzinfo is None:
         raise TypeError("a timezone-aware datetime (naive datetimes are ambiguous)")
-    return value.astimezone(_dt.UTC)
+    try:
+        return value.astimezone(_dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01 00:00 at +01:00 is before year 1 in UTC
+        raise TypeError("a timestamp within years 1 to 9999 in UTC") from None
 
 
 _CHECKS = {

@@ -21,6 +21,7 @@ from plasma_nb import (
     select,
     table,
 )
+from plasma_nb.core.dialect import PostgresDialect, SQLiteDialect
 from plasma_nb.core.expr import (
     And,
     ColumnRef,
@@ -34,7 +35,6 @@ from plasma_nb.core.expr import (
     Or,
     Ordering,
 )
-from plasma_nb.core.dialect import PostgresDialect, SQLiteDialect
 from plasma_nb.core.query import Delete, Insert, Select, Update
 
 todos = table(
@@ -219,12 +219,14 @@ def test_bool_of_an_expression_is_an_error_with_a_hint():
         if cond:
             pass
     with pytest.raises(QueryError, match="no truth value"):
-        cond and todos.rank > 1  # noqa: B015
+        _ = cond and todos.rank > 1
     with pytest.raises(QueryError, match="no truth value"):
-        not cond  # noqa: B015
+        _ = not cond
     with pytest.raises(QueryError, match="no truth value"):
-        1 < todos.rank < 5  # noqa: B015  (a chained comparison is an implicit `and`)
-    with pytest.raises(QueryError, match=re.escape("(<Column todos.done boolean> = Literal(True))")):
+        _ = 1 < todos.rank < 5  # a chained comparison is an implicit `and`
+    with pytest.raises(
+        QueryError, match=re.escape("(<Column todos.done boolean> = Literal(True))")
+    ):
         bool(cond)
 
 
@@ -324,7 +326,9 @@ def test_select_columns():
 def test_select_rejects_mixed_and_foreign_arguments():
     with pytest.raises(QueryError, match=r"select\(\) needs a table or columns"):
         select()
-    with pytest.raises(QueryError, match=r"select\(\) reads one table: users\.name is not in 'todos'"):
+    with pytest.raises(
+        QueryError, match=r"select\(\) reads one table: users\.name is not in 'todos'"
+    ):
         select(todos.id, users.name)
     with pytest.raises(QueryError, match=r"takes one table or several columns, not a mix"):
         select(todos.id, todos)
@@ -353,7 +357,9 @@ def test_where_chaining_ands():
 
 @pytest.mark.parametrize("bad", [True, None, "done = 1", todos.title.desc()])
 def test_where_takes_conditions(bad):
-    with pytest.raises(QueryError, match=r"where\(\) takes a condition such as todos\.done == False"):
+    with pytest.raises(
+        QueryError, match=r"where\(\) takes a condition such as todos\.done == False"
+    ):
         select(todos).where(bad)
 
 
@@ -408,9 +414,13 @@ def test_limit_and_offset():
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, False, "3", None])
 def test_limit_and_offset_must_be_non_negative_integers(bad):
-    with pytest.raises(QueryError, match=rf"^limit must be a non-negative integer, got {re.escape(repr(bad))}$"):
+    with pytest.raises(
+        QueryError, match=rf"^limit must be a non-negative integer, got {re.escape(repr(bad))}$"
+    ):
         select(todos).limit(bad)
-    with pytest.raises(QueryError, match=rf"^offset must be a non-negative integer, got {re.escape(repr(bad))}$"):
+    with pytest.raises(
+        QueryError, match=rf"^offset must be a non-negative integer, got {re.escape(repr(bad))}$"
+    ):
         select(todos).offset(bad)
 
 
@@ -472,3 +482,12 @@ def test_write_statements_reject_other_tables_columns(dialect):
         dialect.compile(Update(todos, {"title": "u"}, users.id == "1"))
     with pytest.raises(QueryError, match=r"users\.id is not a column of 'todos'"):
         dialect.compile(Delete(todos, (todos.id == "1") | users.id.in_(["2"])))
+
+
+def test_where_takes_a_bare_column_only_if_it_is_boolean():
+    flags = table("flags", id=col.id(), on=col.boolean(), label=col.text())
+    assert select(flags).where(flags.on).where_ is flags.on
+    with pytest.raises(QueryError, match=r"where\(flags\.label\) needs a comparison"):
+        select(flags).where(flags.label)
+    with pytest.raises(QueryError, match=r"where\(\) takes a condition"):
+        select(flags).where(flags.on.desc())  # type: ignore[arg-type]

@@ -92,7 +92,9 @@ def test_other_types_take_no_primary_key_option(make):
 
 @pytest.mark.parametrize("type_", [ColumnType.REAL, ColumnType.BOOLEAN, ColumnType.JSON])
 def test_a_key_must_be_text_or_integer(type_):
-    with pytest.raises(SchemaError, match=f"primary key must be text or integer, not {type_.value}"):
+    with pytest.raises(
+        SchemaError, match=f"primary key must be text or integer, not {type_.value}"
+    ):
         Column(type_, primary_key=True)
 
 
@@ -199,8 +201,26 @@ def test_table_exposes_columns_as_attributes_and_metadata_under_underscores():
 
 @pytest.mark.parametrize(
     "name",
-    ["name", "self", "select", "count", "values", "table", "order", "where", "id", "type",
-     "columns", "schema", "default", "nullable", "primary_key", "key", "in_", "like"],
+    [
+        "name",
+        "self",
+        "select",
+        "count",
+        "values",
+        "table",
+        "order",
+        "where",
+        "id",
+        "type",
+        "columns",
+        "schema",
+        "default",
+        "nullable",
+        "primary_key",
+        "key",
+        "in_",
+        "like",
+    ],
 )
 def test_any_identifier_works_as_a_column_name(name):
     t = table("t", k=col.id(), **{name: col.text(nullable=True)})
@@ -331,12 +351,19 @@ def make_everything() -> Table:
         ("f", True, True),
         ("f", False, False),
         ("j", None, None),  # j is not nullable: JSON null is refused too
-        ("j", {"x": [1, 2.5, True, None, "s", {"y": {}}]}, {"x": [1, 2.5, True, None, "s", {"y": {}}]}),
+        (
+            "j",
+            {"x": [1, 2.5, True, None, "s", {"y": {}}]},
+            {"x": [1, 2.5, True, None, "s", {"y": {}}]},
+        ),
         ("j", "just a string", "just a string"),
         ("j", 3, 3),
         ("b", "0123456789abcdef" * 4, "0123456789abcdef" * 4),
-        ("ts", dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
-         dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC)),
+        (
+            "ts",
+            dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+            dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        ),
         ("ts", "2024-02-29T23:59:59.5Z", dt.datetime(2024, 2, 29, 23, 59, 59, 500000, tzinfo=UTC)),
         ("maybe", None, None),
         ("maybe", "x", "x"),
@@ -380,8 +407,16 @@ def test_check_accepts_good_values(column, value, canonical):
         ("b", "gg" * 32, "a blob hash (64 lowercase hex characters)"),
         ("b", "ab" * 32 + "\n", "a blob hash (64 lowercase hex characters)"),
         ("b", 5, "a blob hash (64 lowercase hex characters)"),
-        ("ts", dt.datetime(2024, 1, 1), "a timezone-aware datetime (naive datetimes are ambiguous)"),
-        ("ts", dt.date(2024, 1, 1), "a timezone-aware datetime or an ISO 8601 string ending in 'Z'"),
+        (
+            "ts",
+            dt.datetime(2024, 1, 1),
+            "a timezone-aware datetime (naive datetimes are ambiguous)",
+        ),
+        (
+            "ts",
+            dt.date(2024, 1, 1),
+            "a timezone-aware datetime or an ISO 8601 string ending in 'Z'",
+        ),
         ("ts", 1700000000, "a timezone-aware datetime or an ISO 8601 string ending in 'Z'"),
         ("ts", "2024-01-01T00:00:00", "an ISO 8601 UTC timestamp ending in 'Z'"),
         ("ts", "2024-01-01T00:00:00+01:00", "an ISO 8601 UTC timestamp ending in 'Z'"),
@@ -408,6 +443,25 @@ def test_check_shortens_long_values():
 def test_check_errors_are_plasma_errors():
     with pytest.raises(PlasmaError):
         make_everything().f.check("no")
+
+
+def test_an_int_beyond_floats_range_is_not_a_real():
+    with pytest.raises(MutationError, match=r"^things\.r: expected a finite real number, got 1000"):
+        make_everything().r.check(10**400)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-2))),
+    ],
+)
+def test_timestamps_outside_the_utc_range_are_mutation_errors(value):
+    with pytest.raises(
+        MutationError, match=r"^things\.ts: expected a timestamp within years 1 to 9999 in UTC"
+    ):
+        make_everything().ts.check(value)
 
 
 def test_check_converts_aware_timestamps_to_utc():

@@ -1,0 +1,381 @@
+"""The engine's driver: the sync loop, pokes and heartbeats around a ``Synchronizer``.
+
+Everything async here runs on the engine's loop. The loop pushes soon after a
+local mutation (debounced), pulls when a poke arrives (pokes.py), and pulls on a timer as a
+fallback (pushing too if entries are waiting, such as those of a client that
+died). Failures back off with full jitter; 429 and 503 answers set a floor with
+Retry-After. ``ClientStateNotFound`` starts a new client group and pushes the
+pending mutations again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.errors import (
+    ClientStateNotFound,
+    MutationError,
+    PlasmaError,
+    SyncError,
+    VersionNotSupported,
+)
+from ..core.protocol import parse_pull_response, parse_push_response
+from .backoff import Backoff, Clock
+from .change import Subscribers
+from .handle import MutationHandle
+from .outcome import Outcome, call_soon
+from .pokes import PokeListener
+from .replica import Replica
+from .status import Status
+from .synchronizer import Synchronizer
+from .transport import Response, Transport, TransportError
+
+__all__ = ["Engine", "Options", "RetryLater"]
+
+logger = logging.getLogger("plasma_nb.client")
+
+
+@dataclass(frozen=True)
+class Options:
+    push_delay: float = 0.05  # debounce: a burst of mutations goes out in one push
+    pull_interval: float = 30.0  # fallback pull when no poke arrives
+    heartbeat_interval: float = 60.0
+    pokes: bool = True
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+
+
+class RetryLater(SyncError):
+    """The server is overloaded or failing (429, 408 or 5xx): try again later."""
+
+    def __init__(self, message: str, status: int, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+LOCAL_ONLY = (
+    "this client is local only (connect() without a URL): no server confirms its "
+    "mutations. They stay in the outbox; connecting to a server with the same name "
+    "pushes them."
+)
+
+
+class Engine:
+    def __init__(
+        self, replica: Replica, sync: Synchronizer, transport: Transport | None, *,
+        url: str | None, clock: Clock, options: Options, loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.replica = replica
+        self.sync = sync
+        self.transport = transport
+        self.url = url
+        self.clock = clock
+        self.options = options
+        self.loop = loop
+        self.subscribers = Subscribers(loop)
+        replica.observed = self.subscribers.__bool__
+        self.backoff = Backoff(
+            base=options.backoff_base, cap=options.backoff_cap, random=clock.random
+        )
+        self._confirmations: dict[int, Outcome[None]] = {}
+        self._confirmations_lock = threading.Lock()
+        self._cycle_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._push_wanted = False
+        self._pull_wanted = False
+        self._push_due = 0.0
+        self._next_periodic = 0.0
+        self._push_limit = 1000
+        self._described = False
+        self._offline = False
+        self._halted: SyncError | None = None
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.listener = PokeListener(self)
+        self.connected = False
+        self.last_push: _dt.datetime | None = None
+        self.last_pull: _dt.datetime | None = None
+        self.errors: deque[str] = deque(maxlen=10)
+        self.last_error: str | None = None
+
+    # -- lifecycle (engine loop) ---------------------------------------------------
+
+    def start(self) -> None:
+        self._next_periodic = self.clock.monotonic() + self.options.pull_interval
+        self._tasks.append(self.loop.create_task(self._heartbeats()))
+        if self.transport is None:
+            return
+        self._push_wanted = self.sync.pending() > 0
+        self._pull_wanted = True
+        self._tasks.append(self.loop.create_task(self._run()))
+        if self.options.pokes:
+            self._tasks.append(self.loop.create_task(self.listener.run()))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        with self._confirmations_lock:
+            pending, self._confirmations = self._confirmations, {}
+        for outcome in pending.values():
+            outcome.set_exception(SyncError(
+                "the client was closed before the server confirmed this mutation; it stays "
+                "in the outbox and the next client to open this database pushes it"
+            ))
+        if self.transport is not None:
+            await self.transport.aclose()
+        await self.replica.close()
+
+    # -- local mutations (any thread) ------------------------------------------------
+
+    def mutate(self, name: str, args: dict[str, Any]) -> MutationHandle:
+        local = self.sync.mutate(name, args)
+        confirmed: Outcome[None] = Outcome()
+        if self.transport is None:
+            confirmed.set_exception(SyncError(LOCAL_ONLY))
+        else:
+            with self._confirmations_lock:
+                self._confirmations[local.seq] = confirmed
+        self.subscribers.notify(local.write.change)
+        if self.transport is not None:
+            call_soon(self.loop, self.want_push)
+        return MutationHandle(
+            name, args, seq=local.seq, client_id=local.client_id,
+            mutation_id=local.mutation_id, durable=local.write.durable, confirmed=confirmed,
+        )
+
+    # -- scheduling (engine loop) ------------------------------------------------------
+
+    def want_push(self) -> None:
+        if not self._push_wanted:
+            self._push_due = self.clock.monotonic() + self.options.push_delay
+        self._push_wanted = True
+        self._wake.set()
+
+    def want_pull(self) -> None:
+        self._pull_wanted = True
+        self._wake.set()
+
+    def set_offline(self, offline: bool) -> None:
+        """From any thread: the flag holds at once, the loop reacts on its next step."""
+        self._offline = offline
+        call_soon(self.loop, self._offline_changed)
+
+    def _offline_changed(self) -> None:
+        if self._offline and self.listener.socket is not None:
+            # Stop listening at once rather than at the next poke.
+            self._tasks.append(self.loop.create_task(self.listener.socket.close()))
+        if not self._offline:
+            self._push_wanted = True
+            self._pull_wanted = True
+        self._wake.set()
+
+    async def _wait_for_work(self) -> None:
+        while not self._closed:
+            now = self.clock.monotonic()
+            if not self._offline and self._halted is None:
+                if now >= self._next_periodic:
+                    self._next_periodic = now + self.options.pull_interval
+                    self._pull_wanted = True
+                    self._push_wanted = self._push_wanted or self.sync.pending() > 0
+                if self._pull_wanted or (self._push_wanted and now >= self._push_due):
+                    return
+            timeout = self._next_periodic - now
+            if self._push_wanted:
+                timeout = min(timeout, self._push_due - now)
+            self._wake.clear()
+            # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that coincides with the event, and close() would hang.
+            waiter = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=max(timeout, 0.0))
+            finally:
+                waiter.cancel()
+
+    async def _run(self) -> None:
+        while not self._closed:
+            await self._wait_for_work()
+            push, pull = self._push_wanted, self._pull_wanted
+            self._push_wanted = self._pull_wanted = False
+            delay = await self.attempt(push=push, pull=pull)
+            if delay is not None:
+                self._push_wanted |= push
+                self._pull_wanted |= pull
+                await self.clock.sleep(delay)
+
+    async def attempt(self, *, push: bool, pull: bool) -> float | None:
+        """One sync cycle; None on success, else how long to wait before the next."""
+        try:
+            await self.cycle(push=push, pull=pull)
+        except (TransportError, RetryLater) as exc:
+            self._record(exc)
+            self.connected = not isinstance(exc, TransportError)
+            return self.backoff.next_delay(getattr(exc, "retry_after", None))
+        except VersionNotSupported as exc:
+            # Retrying cannot help: this client needs an upgrade (or the server a downgrade).
+            self._record(exc)
+            self._halted = exc
+            return None
+        except (PlasmaError, ValueError) as exc:
+            self._record(exc)
+            logger.warning("sync failed: %s", exc)
+            return self.backoff.next_delay()
+        self.backoff.reset()
+        return None
+
+    # -- one cycle: push, then pull ------------------------------------------------------
+
+    async def cycle(self, *, push: bool = True, pull: bool = True) -> None:
+        async with self._cycle_lock:
+            for _ in range(3):
+                group = self.sync.client_group_id
+                try:
+                    if not self._described:
+                        await self._describe()
+                    sent = await self._push_all() if push else 0
+                    if pull or sent:
+                        await self._pull()
+                except ClientStateNotFound:
+                    logger.warning("the server lost client group %s: starting a new one", group)
+                    self.sync.recover(group)
+                    push = pull = True
+                    continue
+                self.connected = True
+                self.last_error = None
+                return
+            raise SyncError("the server keeps answering ClientStateNotFound")
+
+    async def _describe(self) -> None:
+        response = await self._send("GET", "/sync/schema", None, allow={404})
+        self._described = True
+        body = response.body
+        if response.status != 200 or not isinstance(body, dict):
+            return
+        limits = body.get("limits")
+        if isinstance(limits, dict) and isinstance(limits.get("maxMutationsPerPush"), int):
+            self._push_limit = max(1, min(1000, limits["maxMutationsPerPush"]))
+        user = body.get("user")
+        self.sync.set_user(user if isinstance(user, str) else None)
+
+    async def _push_all(self) -> int:
+        sent, after = 0, 0
+        while True:
+            batch = self.sync.push_request(after_seq=after, limit=self._push_limit)
+            if batch is None:
+                break
+            response = await self._send("POST", "/sync/push", batch.request.to_json())
+            self.sync.push_done(batch, parse_push_response(response.body))
+            after = batch.last_seq
+            sent += len(batch.entries)
+        if sent:
+            self.last_push = _dt.datetime.now(_dt.UTC)
+        return sent
+
+    async def _pull(self) -> None:
+        request = self.sync.pull_request()
+        response = await self._send("POST", "/sync/pull", request.to_json())
+        result = self.sync.pull_done(request, parse_pull_response(response.body))
+        self.last_pull = _dt.datetime.now(_dt.UTC)
+        if not result.applied:
+            self.want_pull()  # another process moved the replica on: ask again
+            return
+        self.subscribers.notify(result.change)
+        self.settle((v.seq, v.error) for v in result.verdicts)
+        self.settle_from_replica()
+
+    async def _send(
+        self, method: str, path: str, body: Any, *, allow: frozenset[int] | set[int] = frozenset()
+    ) -> Response:
+        assert self.transport is not None
+        response = await self.transport.request(method, path, json=body)
+        status = response.status
+        if status == 200 or status in allow:
+            return response
+        message = f"{method} {path}: HTTP {status}"
+        if isinstance(response.body, Mapping) and response.body.get("message"):
+            message += f": {response.body['message']}"
+        if status in (408, 429) or status >= 500:
+            raise RetryLater(message, status, response.retry_after)
+        raise SyncError(message)
+
+    # -- verdicts ----------------------------------------------------------------------
+
+    def settle(self, verdicts: Iterable[tuple[int, str | None]]) -> None:
+        for seq, error in verdicts:
+            with self._confirmations_lock:
+                outcome = self._confirmations.pop(seq, None)
+            if outcome is None:
+                continue
+            if error is None:
+                outcome.set_result(None)
+            else:
+                outcome.set_exception(MutationError(error))
+
+    def settle_from_replica(self) -> None:
+        """Settle handles whose entries another process saw confirmed."""
+        with self._confirmations_lock:
+            seqs = list(self._confirmations)
+        if seqs:
+            self.settle(self.sync.verdicts(seqs).items())
+
+    # -- background tasks ----------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.options.heartbeat_interval)
+            try:
+                self.sync.heartbeat()
+                self.settle_from_replica()
+            except PlasmaError as exc:
+                self._record(exc)
+
+    # -- status ------------------------------------------------------------------------
+
+    def _record(self, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        self.last_error = text
+        self.errors.append(text)
+
+    def status(self) -> Status:
+        with self.replica.lock:
+            return Status(
+                url=self.url,
+                storage=self.replica.storage.describe(),
+                client_group_id=self.sync.client_group_id,
+                client_id=self.sync.client_id,
+                cookie=self.sync.cookie,
+                pending=self.sync.pending(),
+                offline=self._offline,
+                connected=self.connected,
+                pokes=self.listener.state,
+                last_push=self.last_push,
+                last_pull=self.last_pull,
+                last_error=self.last_error,
+                errors=tuple(self.errors),
+                user=self.sync.user,
+            )
+
+    @property
+    def offline(self) -> bool:
+        return self._offline
+
+    @property
+    def halted(self) -> SyncError | None:
+        return self._halted
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -1,0 +1,43 @@
+"""``client.status()``: a snapshot of the client's sync state."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Status"]
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where the client stands. ``online`` is true when sync is on (not ``offline()``,
+    not local-only) and the last exchange with the server succeeded."""
+
+    url: str | None
+    storage: str
+    client_group_id: str
+    client_id: str | None
+    cookie: int | None
+    pending: int
+    offline: bool
+    connected: bool
+    pokes: str  # "connected", "disconnected", "unavailable" or "off"
+    last_push: _dt.datetime | None = None
+    last_pull: _dt.datetime | None = None
+    last_error: str | None = None
+    errors: tuple[str, ...] = field(default_factory=tuple)
+    user: str | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.url is not None and not self.offline and self.connected
+
+    @property
+    def local_only(self) -> bool:
+        return self.url is None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["online"] = self.online
+        return data

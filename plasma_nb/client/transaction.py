@@ -1,0 +1,67 @@
+"""The client's ``tx``: mutators run synchronously against the replica.
+
+Every operation executes SQL on the replica's connection and completes without
+suspending, so ``core.drive`` runs a mutator's coroutine to its end inside the
+caller's write transaction; a mutator that awaits anything else is refused by
+``drive`` with an error naming it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from ..core.dialect import SQLiteDialect
+from ..core.errors import MutationError
+from ..core.mutators import Context, Mutators, Transaction, drive
+from ..core.query import Delete, Insert, Select, Update
+
+__all__ = ["ClientTransaction", "run_mutator"]
+
+
+class ClientTransaction(Transaction):
+    location: Literal["client", "server"] = "client"
+
+    def __init__(
+        self, conn: sqlite3.Connection, dialect: SQLiteDialect, *, ctx: Context,
+        timestamp: float, mutation_name: str = "",
+    ) -> None:
+        super().__init__(ctx=ctx, timestamp=timestamp, mutation_name=mutation_name)
+        self._conn = conn
+        self._dialect = dialect
+
+    async def _write(self, stmt: Insert | Update | Delete) -> int:
+        compiled = self._dialect.compile(stmt, {"user": self.ctx.user})
+        try:
+            return self._conn.execute(compiled.sql, compiled.params).rowcount
+        except sqlite3.IntegrityError as exc:
+            raise MutationError(_integrity_message(stmt, exc)) from None
+
+    async def _read(self, stmt: Select) -> list[dict[str, Any]]:
+        compiled = self._dialect.compile(stmt, {"user": self.ctx.user})
+        decode = compiled.decode
+        assert decode is not None
+        return [decode(row) for row in self._conn.execute(compiled.sql, compiled.params)]
+
+
+def _integrity_message(stmt: Insert | Update | Delete, exc: sqlite3.IntegrityError) -> str:
+    # Worded as the server words it, so a rejection reads the same on both engines.
+    table = stmt.table
+    if isinstance(stmt, Insert) and "UNIQUE" in str(exc):
+        key = stmt.row.get(table._pk.name)
+        return f"{table._name}: a row with key {key!r} already exists"
+    return f"{table._name}: {exc}"
+
+
+def run_mutator(
+    conn: sqlite3.Connection, dialect: SQLiteDialect, mutators: Mutators, name: str,
+    args: Mapping[str, Any], *, ctx: Context, timestamp: float,
+) -> Any:
+    """Run mutator ``name`` on ``conn`` to its end (in the caller's transaction).
+
+    Raises what the mutator raises: ``MutationError`` to reject, ``MutatorError``
+    for bad arguments or a mutator that awaits something but ``tx``.
+    """
+    tx = ClientTransaction(conn, dialect, ctx=ctx, timestamp=timestamp, mutation_name=name)
+    return drive(mutators.start(tx, name, args), name)

@@ -1,0 +1,115 @@
+"""How the engine talks to a server: one small interface, one implementation per platform.
+
+- ``HttpxTransport`` (CPython): httpx for HTTP, ``websockets`` for pokes; pass
+  ``transport=httpx.ASGITransport(app)`` to talk to an app in-process (no pokes then).
+- ``FetchTransport`` (Pyodide): ``pyodide.http.pyfetch`` and ``js.WebSocket``.
+
+A transport only moves JSON. Deciding what a status means (retry, recover, give
+up) is the engine's job; a transport raises ``TransportError`` only when no
+answer arrived at all.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..core.errors import SyncError
+
+__all__ = [
+    "PokesUnavailable",
+    "Response",
+    "Transport",
+    "TransportError",
+    "WebSocketConnection",
+    "join_url",
+    "parse_retry_after",
+]
+
+
+class TransportError(SyncError):
+    """No answer from the server: it is unreachable, the connection broke, or timed out."""
+
+
+class PokesUnavailable(SyncError):
+    """This transport or server offers no poke socket (the engine then pulls on a timer)."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP answer: its status, decoded JSON body (None if empty or not JSON)
+    and headers (lower-case names)."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def retry_after(self) -> float | None:
+        return parse_retry_after(self.headers.get("retry-after"))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class WebSocketConnection(Protocol):
+    async def receive(self) -> str:
+        """The next text message; raises ``TransportError`` once the socket closed."""
+
+    async def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    """What the engine needs from the network."""
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+    ) -> Response:
+        """Send one request with a JSON body (if any); raise ``TransportError`` when no
+        answer arrived."""
+
+    async def websocket(self, path: str, params: Mapping[str, str]) -> WebSocketConnection:
+        """Open a WebSocket; raise ``PokesUnavailable`` if the server or this transport has
+        none, ``TransportError`` if it cannot be reached now."""
+
+    async def aclose(self) -> None: ...
+
+
+def join_url(base: str, path: str) -> str:
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def websocket_url(base: str, path: str) -> str:
+    url = join_url(base, path)
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://"):]
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://"):]
+    return url
+
+
+def default_transport(url: str, *, token: str | None) -> Transport:
+    """The platform's transport for ``url``."""
+    import sys
+
+    if sys.platform == "emscripten":
+        from .fetch_transport import FetchTransport
+
+        return FetchTransport(url, token=token)
+    from .httpx_transport import HttpxTransport
+
+    return HttpxTransport(url, token=token)

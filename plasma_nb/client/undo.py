@@ -1,0 +1,86 @@
+"""The undo log: how to take the pending mutations back off the replica.
+
+Pending mutations were applied one after another with nothing in between, so
+undoing them all means restoring each row they touched to its value before the
+*first* of them touched it. The log therefore keeps one pre-image per row (the
+values, or "did not exist"): a later mutation of the same row adds nothing. A
+rebase restores them all in one pass, whatever the number of mutations, and
+rebuilds the log from its replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.dialect import quote
+from .capture import shadow_name
+from .layout import TableInfo, undo_table
+from .replica import Replica, Write
+
+__all__ = ["clear", "record", "restore", "upsert", "upsert_sql"]
+
+# Everything below is SQL run inside SQLite: a rebase with a thousand pending mutations
+# must not pay Python for each row it takes back.
+
+
+def record(w: Write, segment: int, tables: list[TableInfo]) -> None:
+    """Log the pre-images of the rows ``segment`` changed, unless already logged."""
+    for t in tables:
+        cols = ", ".join(quote(c) for c in t.columns)
+        w.conn.execute(
+            f'INSERT INTO {quote(undo_table(t.name))} ("_existed", {cols}) '
+            f'SELECT "_e", {cols} FROM {shadow_name(t.name)} WHERE "_seg" = ? '
+            "ON CONFLICT DO NOTHING",
+            (segment,),
+        )
+
+
+def restore(w: Write, replica: Replica) -> None:
+    """Undo every pending mutation's effect on the user's tables."""
+    for t in replica.user_tables:
+        log = quote(undo_table(t.name))
+        pk = quote(t.key[0])
+        w.conn.execute(
+            f'DELETE FROM {t.quoted} WHERE {pk} IN (SELECT {pk} FROM {log} '
+            'WHERE "_existed" = 0)'
+        )
+        cols = ", ".join(quote(c) for c in t.columns)
+        sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in t.columns if c != t.key[0])
+        conflict = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
+        w.conn.execute(
+            f'INSERT INTO {t.quoted} ({cols}) SELECT {cols} FROM {log} WHERE "_existed" = 1 '
+            f"ON CONFLICT ({pk}) {conflict}"
+        )
+
+
+def upsert(w: Write, t: TableInfo, values: dict[str, Any]) -> None:
+    """Insert or overwrite one stored row (the given columns)."""
+    w.conn.execute(upsert_sql(t, tuple(values)), list(values.values()))
+
+
+_UPSERTS: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def upsert_sql(t: TableInfo, names: tuple[str, ...]) -> str:
+    sql = _UPSERTS.get((t.name, names))
+    if sql is not None:
+        return sql
+    cols = ", ".join(quote(n) for n in names)
+    marks = ", ".join("?" for _ in names)
+    updates = [n for n in names if n not in t.key]
+    sql = f"INSERT INTO {t.quoted} ({cols}) VALUES ({marks})"
+    conflict = ", ".join(quote(k) for k in t.key)
+    if updates:
+        sets = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in updates)
+        sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+    else:
+        sql += f" ON CONFLICT ({conflict}) DO NOTHING"
+    if len(_UPSERTS) > 1024:
+        _UPSERTS.clear()
+    _UPSERTS[(t.name, names)] = sql
+    return sql
+
+
+def clear(w: Write, replica: Replica) -> None:
+    for t in replica.user_tables:
+        w.conn.execute(f"DELETE FROM {quote(undo_table(t.name))}")

@@ -1,0 +1,273 @@
+"""Client and server end to end, in process: the real app through httpx's ASGI transport."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+import plasma_nb as plasma
+from plasma_nb import MutationError, select
+from plasma_nb.client import Change, Client
+from plasma_nb.server import create_app
+from tests.client.app import mutators, schema, todos
+
+
+class SwappableASGI(httpx.AsyncBaseTransport):
+    """An ASGI transport whose app can be replaced, as a server restart would."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.inner = httpx.ASGITransport(app)
+        self.down = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+class Server:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.apps: list[Starlette] = []
+        self.transport = SwappableASGI(self._build())
+
+    def _build(self) -> Starlette:
+        app = create_app(schema, mutators, database=f"sqlite:///{self.path}")
+        self.apps.append(app)
+        return app
+
+    async def wipe(self) -> None:
+        """Lose the database: a new app on a fresh file at the same address."""
+        await self.apps[-1].state.plasma.close()
+        self._delete_files()
+        self.transport.inner = httpx.ASGITransport(self._build())
+
+    def _delete_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def rows(self) -> dict[str, tuple[Any, ...]]:
+        if not self.path.exists():
+            return {}
+        conn = sqlite3.connect(self.path)
+        try:
+            return {r[0]: r[1:] for r in conn.execute("SELECT id, title, done FROM todos")}
+        except sqlite3.OperationalError:  # not created yet
+            return {}
+        finally:
+            conn.close()
+
+    async def connect(self, name: str, **kwargs: Any) -> Client:
+        kwargs.setdefault("storage", "memory")
+        kwargs.setdefault("pokes", False)
+        return await plasma.connect(
+            "http://server", schema=schema, mutators=mutators, name=name, thread=False,
+            transport=self.transport, **kwargs,
+        )
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = Server(tmp_path / "server.db")
+    yield srv
+    for app in srv.apps:
+        await app.state.plasma.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def replica_rows(client: Client) -> dict[str, tuple[Any, ...]]:
+    rows = await client.query(select(todos.id, todos.title, todos.done))
+    return {r["id"]: (r["title"], int(r["done"])) for r in rows}
+
+
+async def test_two_clients_converge_on_the_servers_tables(server: Server):
+    a = await server.connect("a")
+    b = await server.connect("b")
+    try:
+        h = a.mutate.add_todo(id="t1", title="Buy milk")
+        await h
+        await a.sync()
+        assert await h.confirmed is None
+        await b.sync()
+        assert await replica_rows(b) == {"t1": ("Buy milk", 0)}
+        b.mutate.mark_done(id="t1")
+        b.mutate.add_todo(id="t2", title="Walk")
+        await b.sync()
+        await a.sync()
+        assert await replica_rows(a) == await replica_rows(b) == server.rows()
+        status = a.status()
+        assert status.pending == 0 and status.online and status.cookie is not None
+        assert status.last_pull is not None and status.last_push is not None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_the_loop_pushes_and_pulls_without_sync(server: Server):
+    a = await server.connect("a", push_delay=0.01)
+    b = await server.connect("b", pull_interval=0.05)
+    try:
+        h = a.mutate.add_todo(id="t1", title="by itself")
+        await asyncio.wait_for(h.confirmed, 5)
+        await eventually(lambda: "t1" in server.rows())
+
+        async def b_has_it() -> bool:
+            return "t1" in await replica_rows(b)
+
+        await eventually(b_has_it)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_conflicting_edit_follows_the_servers_order(server: Server):
+    a = await server.connect("a")
+    b = await server.connect("b")
+    try:
+        a.mutate.add_todo(id="t1", title="original")
+        await a.sync()
+        await b.sync()
+        a.offline()
+        a.mutate.set_title(id="t1", title="from a")  # queued while offline
+        heard_b: list[Change] = []
+        b.mutate.set_title(id="t1", title="from b")
+        b.subscribe(todos, heard_b.append)
+        await b.sync()  # the server applies b's edit first...
+        a.online()
+        heard_a: list[Change] = []
+        a.subscribe(todos, heard_a.append)
+        await a.sync()  # ...then a's, which therefore wins
+        assert server.rows()["t1"][0] == "from a"
+        await asyncio.sleep(0)
+        assert heard_a == []  # a already showed its own value: no flicker
+
+        await b.sync()
+        await asyncio.sleep(0)
+        assert (await replica_rows(b))["t1"] == ("from a", 0)
+        [change] = heard_b  # b's own edit confirmed silently; then one net change
+        [(before, after)] = change.changed["todos"]
+        assert (before["title"], after["title"]) == ("from b", "from a")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_rejected_mutation_reports_the_servers_message(server: Server):
+    a = await server.connect("a")
+    try:
+        h = a.mutate.picky(id="t9", title="dubious")
+        later = a.mutate.add_todo(id="t10", title="fine")
+        assert "t9" in await replica_rows(a)  # optimistic
+        await a.sync()
+        with pytest.raises(MutationError, match="the server refuses 'dubious'"):
+            await h.confirmed
+        assert await later.confirmed is None
+        assert await replica_rows(a) == {"t10": ("fine", 0)} == {
+            k: (v[0], v[1]) for k, v in server.rows().items()
+        }
+        assert repr(h).endswith("rejected>")
+    finally:
+        await a.close()
+
+
+async def test_client_state_not_found_starts_a_new_group(server: Server):
+    a = await server.connect("a")
+    try:
+        a.mutate.add_todo(id="t1", title="before the wipe")
+        await a.sync()
+        old_group = a.status().client_group_id
+        a.offline()
+        h2 = a.mutate.add_todo(id="t2", title="offline 1")
+        h3 = a.mutate.add_todo(id="t3", title="offline 2")
+        assert (h2.mutation_id, h3.mutation_id) == (2, 3)
+        await server.wipe()
+        a.online()
+        await a.sync()
+        assert await h2.confirmed is None and await h3.confirmed is None
+        status = a.status()
+        assert status.client_group_id != old_group and status.pending == 0
+        # The new server never saw t1: the full pull makes the replica match it.
+        assert await replica_rows(a) == {"t2": ("offline 1", 0), "t3": ("offline 2", 0)}
+        assert set(server.rows()) == {"t2", "t3"}
+    finally:
+        await a.close()
+
+
+async def test_a_pull_for_a_lost_group_recovers_too(server: Server):
+    a = await server.connect("a")
+    try:
+        a.mutate.add_todo(id="t1", title="x")
+        await a.sync()
+        await server.wipe()
+        await a.sync()
+        assert await replica_rows(a) == {}
+        a.mutate.add_todo(id="t2", title="y")
+        await a.sync()
+        assert set(server.rows()) == {"t2"}
+    finally:
+        await a.close()
+
+
+async def test_the_next_client_pushes_what_an_earlier_one_left(server: Server):
+    # A local-only session queues work; a later session with a server pushes it.
+    offline = await plasma.connect(schema=schema, mutators=mutators, name="notes",
+                                   storage="sqlite", thread=False)
+    offline.mutate.add_todo(id="t1", title="written offline")
+    await offline.close()
+    online = await server.connect("notes", storage="sqlite")
+    try:
+        await eventually(lambda: "t1" in server.rows())
+        await online.sync()
+        assert online.status().pending == 0
+    finally:
+        await online.close()
+
+
+async def test_a_server_that_is_down_keeps_the_outbox(server: Server):
+    a = await server.connect("a")
+    try:
+        server.transport.down = True
+        h = a.mutate.add_todo(id="t1", title="kept")
+        with pytest.raises(plasma.SyncError, match="connection refused"):
+            await a.sync()
+        assert not a.status().online and a.status().pending == 1
+        server.transport.down = False
+        await a.sync()
+        assert await h.confirmed is None and "t1" in server.rows()
+    finally:
+        await a.close()
+
+
+async def test_offline_blocks_sync_until_online(server: Server):
+    a = await server.connect("a")
+    try:
+        a.offline()
+        await asyncio.sleep(0)
+        with pytest.raises(plasma.SyncError, match="offline"):
+            await a.sync()
+        a.mutate.add_todo(id="t1", title="later")
+        await asyncio.sleep(0.1)
+        assert "t1" not in server.rows()
+        a.online()
+        await eventually(lambda: "t1" in server.rows())
+    finally:
+        await a.close()
