@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .core.errors import PlasmaError
 
@@ -61,6 +63,15 @@ def load_schema_module(spec: str) -> tuple[Any, Any]:
     return schema, mutators
 
 
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -93,15 +104,26 @@ def _serve(args: argparse.Namespace) -> int:
         schema, mutators, database=args.db, cors_origins=args.cors_origin or [],
         site_dir=args.site,
     )
+    # Open the database before listening, so that a refused schema change is a one-line
+    # error (exit 2) rather than a traceback from the server's startup.
+    asyncio.run(_check_database(app))
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on",
         ws="websockets-sansio" if _has_sansio() else "auto",
     )
     server = _quiet_server_class(uvicorn)(config)
     print(f"plasma-nb: serving {args.schema} on http://{args.host}:{args.port} "
-          f"(database {args.db})", flush=True)
+          f"(database {redact_url(args.db)})", flush=True)
     server.run()
     return 0
+
+
+async def _check_database(app: Any) -> None:
+    server = app.state.plasma
+    try:
+        await server.ensure_open()
+    finally:
+        await server.close()
 
 
 def _quiet_server_class(uvicorn: Any) -> Any:
@@ -129,6 +151,94 @@ def _has_sansio() -> bool:
     except ImportError:
         return False
     return True
+
+
+# --- lite build and demo -----------------------------------------------------------------
+
+DEFAULT_SITE_DIR = "_site"
+DEMO_NOTEBOOK = "demo.ipynb"
+DEMO_SCHEMA = "todos.py"
+
+
+def _lite_build(args: argparse.Namespace) -> int:
+    from .lite import LiteBuildError
+    from .lite.build import build_site
+
+    try:
+        result = build_site(args.out, contents=args.contents, offline=args.offline)
+    except LiteBuildError as exc:
+        raise CommandError(str(exc)) from None
+    kind = "offline site" if result.offline else "site"
+    print(f"plasma-nb: built the {kind} in {result.out} ({result.seconds:.1f} s); "
+          f"serve it with: plasma-nb serve SCHEMA --site {result.out}", flush=True)
+    return 0
+
+
+def _demo_database() -> str:
+    import os
+
+    home = Path(os.environ.get("PLASMA_NB_HOME") or "~/.plasma_nb").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'demo.db'}"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise CommandError(f"cannot resolve --host {host!r}: {exc}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port} ({exc.strerror}): "
+                               "pass another --port") from None
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not _is_loopback(args.host) and not args.insecure:
+        raise CommandError(
+            f"refusing to listen on {args.host!r}: the demo has no auth, so anyone who can "
+            "reach it could read and change every row; use a loopback --host, or pass "
+            "--insecure"
+        )
+    try:
+        import uvicorn
+
+        from .server import create_app
+    except ImportError as exc:
+        raise CommandError(
+            f"the demo needs the server and lite extras: pip install 'plasma-nb[server,lite]' "
+            f"({exc})"
+        ) from None
+    from .lite import LiteBuildError
+    from .lite.build import demo_site
+    from .lite.resources import default_contents
+
+    _check_port_free(args.host, args.port)
+    try:
+        site, _ = demo_site(rebuild=args.rebuild)
+        schema_file = default_contents() / DEMO_SCHEMA
+    except LiteBuildError as exc:
+        raise CommandError(str(exc)) from None
+    schema, mutators = load_schema_module(str(schema_file))
+    database = args.db or _demo_database()
+    app = create_app(schema, mutators, database=database, site_dir=site)
+    asyncio.run(_check_database(app))
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on",
+        ws="websockets-sansio" if _has_sansio() else "auto",
+    )
+    server = _quiet_server_class(uvicorn)(config)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"plasma-nb demo: open http://{shown}:{args.port}/lab/index.html?path={DEMO_NOTEBOOK}"
+          f"  (site {site}, database {database}; Ctrl-C stops)", flush=True)
+    server.run()
+    return 0
 
 
 def _not_yet(what: str) -> Any:
@@ -166,14 +276,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     lite = sub.add_parser("lite", help="the JupyterLite site")
     lite_sub = lite.add_subparsers(dest="lite_command", required=True, metavar="COMMAND")
-    build = lite_sub.add_parser("build", help="build the JupyterLite site")
-    build.add_argument("--out", default=None)
-    build.add_argument("--contents", default=None)
-    build.add_argument("--offline", action="store_true")
-    build.set_defaults(run=_not_yet("lite build"))
+    build = lite_sub.add_parser(
+        "build", help="build the JupyterLite site (needs the lite extra)",
+        description="Build a JupyterLite site with the Pyodide kernel, the plasma_nb wheel "
+        "(%pip install plasma-nb works without PyPI) and the widget extensions. "
+        "See docs/browser.md.")
+    build.add_argument("--out", default=DEFAULT_SITE_DIR, metavar="DIR",
+                       help=f"where to write the site (default ./{DEFAULT_SITE_DIR}; "
+                       "replaced when the build succeeds)")
+    build.add_argument("--contents", action="append", metavar="DIR",
+                       help="notebooks and files to include (repeatable; default: plasma_nb's "
+                       "example notebooks)")
+    build.add_argument("--offline", action="store_true",
+                       help="self-host Pyodide and every package the kernel loads (needs "
+                       "node and npm at build time): the site makes no request outside "
+                       "its origin")
+    build.set_defaults(run=_lite_build)
 
-    demo = sub.add_parser("demo", help="build the site and serve it with a sync server")
-    demo.set_defaults(run=_not_yet("demo"))
+    demo = sub.add_parser(
+        "demo", help="build the offline site if needed and serve it with a sync server",
+        description="Serve the example notebooks in the browser with an embedded SQLite sync "
+        "server, at one address. The site is built on first use and cached until plasma_nb "
+        "or the notebooks change. See docs/demo.md.")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", default=8000, type=int)
+    demo.add_argument("--db", default=None, metavar="URL",
+                      help="database URL (default sqlite:///$PLASMA_NB_HOME/demo.db, "
+                      "PLASMA_NB_HOME defaulting to ~/.plasma_nb)")
+    demo.add_argument("--rebuild", action="store_true", help="rebuild the site first")
+    demo.add_argument("--insecure", action="store_true",
+                      help="allow a non-loopback --host (the demo has no auth)")
+    demo.add_argument("--log-level", default="warning",
+                      choices=["critical", "error", "warning", "info", "debug"])
+    demo.set_defaults(run=_demo)
 
     blobs = sub.add_parser("blobs", help="blob maintenance")
     blobs_sub = blobs.add_subparsers(dest="blobs_command", required=True, metavar="COMMAND")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -86,6 +87,28 @@ def _error(exc: ServerError) -> JSONResponse:
     return JSONResponse({"error": exc.error, "message": exc.message}, exc.status, headers)
 
 
+# JSON may escape a lone surrogate ("\ud800"): valid JSON, but not text that UTF-8 (and so
+# SQLite) can hold. Only bodies with such an escape are searched.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _refuse_surrogates(value: object, field: str) -> None:
+    """Raise ProtocolError naming the first field whose text holds a lone surrogate."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise ProtocolError(
+                field or "body", "expected valid Unicode text, got a lone surrogate"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates(key, field)
+            _refuse_surrogates(item, f"{field}.{key}" if field else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_surrogates(item, f"{field}[{i}]")
+
+
 class _Server:
     """The state behind the routes: storage, pokes, limits."""
 
@@ -130,7 +153,11 @@ class _Server:
             if size > limit:
                 raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
             chunks.append(chunk)
-        return loads_strict(b"".join(chunks), max_depth=self.limits.max_json_depth)
+        raw = b"".join(chunks)
+        body = loads_strict(raw, max_depth=self.limits.max_json_depth)
+        if _SURROGATE_ESCAPE.search(raw):
+            _refuse_surrogates(body, "")
+        return body
 
     # -- routes ----------------------------------------------------------------
 
@@ -223,10 +250,13 @@ def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[
     return guarded
 
 
+_HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed"}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return JSONResponse(
-        {"error": "NotFound" if exc.status_code == 404 else "HTTPError",
+        {"error": _HTTP_ERROR_NAMES.get(exc.status_code, "HTTPError"),
          "message": f"{request.method} {request.url.path}: {exc.detail}"},
         exc.status_code,
         exc.headers,
@@ -247,7 +277,9 @@ def create_app(
     """The server engine as an ASGI app.
 
     ``database`` is ``sqlite:///path`` (``sqlite:///:memory:`` for a private
-    in-memory database); ``site_dir`` also serves a built lite site at ``/``.
+    in-memory database) or ``postgresql://user@host/db[?schema=NAME]`` (the
+    Postgres namespace, default ``public``); ``site_dir`` also serves a built
+    lite site at ``/``.
     """
     if not isinstance(schema, Schema):
         raise ConfigError(f"create_app() takes a Schema first, got {schema!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from urllib.parse import urlsplit
 
-from ..core.errors import ConfigError, NotSupportedYet
+from ..core.errors import ConfigError
 from ..core.mutators import Mutators
 from ..core.schema import Schema
 from .storage.base import Storage
@@ -42,7 +42,14 @@ def open_storage(url: str, schema: Schema, mutators: Mutators) -> Storage:
 
         return SQLiteStorage(sqlite_path(url), schema, mutators)
     if scheme in ("postgres", "postgresql"):
-        raise NotSupportedYet("Postgres databases", "the Postgres backend arrives with its issue")
+        try:
+            from .storage.postgres import PostgresStorage
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ConfigError(
+                f"database URL {url!r} needs asyncpg: pip install 'plasma-nb[server]'"
+            ) from exc
+
+        return PostgresStorage(url, schema, mutators)
     raise ConfigError(
         f"unsupported database URL {url!r}: expected sqlite:///PATH or postgresql://..."
     )

@@ -1,8 +1,9 @@
 """Pokes: tell listening clients over WebSocket that the version advanced.
 
 A poke carries only the new cookie; clients then pull. The hub pokes after
-each push that processed something, and polls the storage for commits made
-elsewhere (operator SQL), so those reach clients too.
+each push that processed something, and waits on the storage for commits made
+elsewhere (operator SQL, other server instances), so those reach clients too:
+SQLite is polled, Postgres reports its NOTIFYs as they arrive.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class PokeHub:
         self._listeners: dict[str, set[WebSocket]] = {}
         self._last_version: int | None = None
         self._poller: asyncio.Task[None] | None = None
+        # The loop keeps only weak references to tasks: hold notify()'s until they end.
+        self._checks: set[asyncio.Task[None]] = set()
         self._checking = False
         self._check_again = False
 
@@ -47,6 +50,8 @@ class PokeHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        for task in list(self._checks):
+            task.cancel()
         for sockets in list(self._listeners.values()):
             for ws in list(sockets):
                 with contextlib.suppress(Exception):
@@ -57,16 +62,24 @@ class PokeHub:
         """The version may have advanced: poke listeners if it did."""
         if not self._listeners:
             return
-        asyncio.get_running_loop().create_task(self._check())
+        task = asyncio.get_running_loop().create_task(self._check_logged())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check_logged(self) -> None:
+        try:
+            await self._check()
+        except Exception:
+            logger.exception("poking after a push failed")
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.poll_interval)
             try:
-                if await self.storage.changed_externally():
+                if await self.storage.wait_for_change(self.poll_interval):
                     await self._check()
             except Exception:
                 logger.exception("poke poller failed; retrying")
+                await asyncio.sleep(self.poll_interval)
 
     async def _check(self) -> None:
         if self._checking:
@@ -106,8 +119,9 @@ class PokeHub:
         try:
             # The current cookie first, so a client that missed pokes catches up.
             await websocket.send_text(dumps(Poke(await self.storage.version()).to_json()).decode())
-            while True:
-                await websocket.receive_text()
+            # Whatever the client sends (text or binary) is ignored until it leaves.
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
         except WebSocketDisconnect:
             pass
         finally:

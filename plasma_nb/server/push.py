@@ -102,9 +102,11 @@ class PushSession:
 
 
 async def run_mutator(
-    mutators: Mutators, tx: Transaction, mutation: Mutation
+    mutators: Mutators, tx: Transaction, mutation: Mutation, *, log: bool = True
 ) -> str | None:
-    """Run one mutation's mutator; return None, or the message it was rejected with."""
+    """Run one mutation's mutator; return None, or the message it was rejected with.
+
+    An unexpected exception is logged with its traceback unless ``log`` is false."""
     try:
         await mutators.start(tx, mutation.name, mutation.args)
     except MutationError as exc:
@@ -113,10 +115,11 @@ async def run_mutator(
         # Unknown mutator or bad arguments: the caller's mistake, safe to report.
         return str(exc)
     except Exception:
-        logger.exception(
-            "mutator %r raised for client %s mutation %d",
-            mutation.name, mutation.client_id, mutation.id,
-        )
+        if log:
+            logger.exception(
+                "mutator %r raised for client %s mutation %d",
+                mutation.name, mutation.client_id, mutation.id,
+            )
         return f"internal error in mutator {mutation.name}"
     return None
 
@@ -150,7 +153,10 @@ async def process_push(
         last = state.last_mutation_id if state else 0
         last = changed.get(mutation.client_id, last)
         if mutation.id <= last:
-            skipped.setdefault(mutation.client_id, []).append(mutation.id)
+            # Processed by an earlier push: report its error again, if it had one. (An id
+            # repeated within this push is already reported.)
+            if state is not None and mutation.id <= state.last_mutation_id:
+                skipped.setdefault(mutation.client_id, []).append(mutation.id)
             continue
         if mutation.id > last + 1:
             if state is None and mutation.client_id not in changed:
@@ -167,7 +173,8 @@ async def process_push(
             break
         await session.begin_mutation()
         tx = session.transaction(ctx, mutation)
-        message = await run_mutator(mutators, tx, mutation)
+        # Without savepoints a failure reruns the push, which logs it: log it once.
+        message = await run_mutator(mutators, tx, mutation, log=session.savepoints)
         if message is not None:
             if not session.savepoints:
                 raise NeedSavepoints

@@ -14,6 +14,8 @@ section 6. The guarantees:
 
 from __future__ import annotations
 
+import asyncio
+
 from ...core.mutators import Context, Mutators
 from ...core.protocol import PullRequest, PullResponse, PushRequest
 from ...core.schema import Schema
@@ -47,3 +49,12 @@ class Storage:
     async def changed_externally(self) -> bool:
         """True if another connection committed since the last call (for pokes)."""
         raise NotImplementedError
+
+    async def wait_for_change(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a commit made elsewhere; True if one came.
+
+        This default polls ``changed_externally`` once the time is up (SQLite's
+        ``PRAGMA data_version``); a backend that is told of commits (Postgres
+        LISTEN/NOTIFY) returns as soon as one arrives."""
+        await asyncio.sleep(seconds)
+        return await self.changed_externally()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -31,11 +33,17 @@ from ...core.protocol import (
     PutOp,
 )
 from ...core.query import Delete, Insert, Select, Update
-from ...core.schema import ColumnType, Schema, Table
+from ...core.schema import MISSING, Column, ColumnType, Schema, Table
 from ..push import ClientState, NeedSavepoints, PushOutcome, PushSession, process_push
 from .base import Storage
 
 __all__ = ["SQLiteStorage", "internal_ddl", "trigger_ddl"]
+
+logger = logging.getLogger("plasma_nb.server")
+
+# How long a push waits for another writer (operator SQL, another process) to let go
+# of the database, in short asynchronous naps so the event loop keeps serving.
+WRITE_WAIT_SECONDS = 3.0
 
 _INTERNAL_DDL = """
 CREATE TABLE IF NOT EXISTS _plasma_meta (
@@ -251,12 +259,31 @@ class _SQLitePushSession(PushSession):
             )
 
 
+def _json_from_db(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        # Only operator SQL can write this; send the text rather than fail every pull.
+        logger.warning("a json column holds text that is not JSON: %.80r", text)
+        return text
+
+
+def _real_from_db(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no NaN or infinity; only operator SQL can store them.
+        logger.warning("a real column holds %r, which JSON cannot carry; sent as null", value)
+        return None
+    return value
+
+
 def _wire_converter(type: ColumnType) -> Callable[[Any], Any] | None:
     # Straight from SQLite's storage to JSON: timestamps are already canonical text.
     if type is ColumnType.BOOLEAN:
         return bool
     if type is ColumnType.JSON:
-        return json.loads
+        return _json_from_db
+    if type is ColumnType.REAL:
+        return _real_from_db
     return None
 
 
@@ -290,8 +317,13 @@ class SQLiteStorage(Storage):
             self._writer.close()
             raise
         del mode
+        # From now on the writer never sleeps inside SQLite: _begin_immediate waits.
+        self._writer.execute("PRAGMA busy_timeout = 0")
         self._reader = self._connect()
         self._watcher = self._connect()
+        # The baseline is taken now, not at the first poll: a commit made in between
+        # (operator SQL right after the start) would otherwise never become a poke.
+        (self._data_version,) = self._watcher.execute("PRAGMA data_version").fetchone()
         self._opened = True
         for t in self.schema:
             self._pull_sql[t._name] = self._build_pull_sql(t)
@@ -344,9 +376,16 @@ class SQLiteStorage(Storage):
                     f"cannot add column {c.qualname} to the existing database: a new column "
                     "must be nullable or have a default"
                 )
-            ddl = self.dialect.create_table_sql(t)
-            column_def = ddl[ddl.index(quote(c.name)):].split(", ")[0].rstrip(")")
-            conn.execute(f"ALTER TABLE {quote(t._name)} ADD COLUMN {column_def}")
+            conn.execute(f"ALTER TABLE {quote(t._name)} ADD COLUMN {self._column_def(c)}")
+
+    def _column_def(self, c: Column) -> str:
+        """A new column's definition for ``ADD COLUMN`` (never a key: keys never change)."""
+        parts = [quote(c.name), self.dialect.sql_type(c)]
+        if not c.nullable:
+            parts.append("NOT NULL")
+        if c.default is not MISSING and c.default is not None:
+            parts.append("DEFAULT " + self.dialect.literal_sql(c.type, c.default))
+        return " ".join(parts)
 
     def _build_pull_sql(self, t: Table) -> tuple[str, str, list[tuple[int, str, Any]]]:
         cols = ", ".join(f"t.{quote(c.name)}" for c in t)
@@ -378,12 +417,7 @@ class SQLiteStorage(Storage):
         self, request: PushRequest, ctx: Context, limit: int, *, savepoints: bool
     ) -> PushOutcome:
         conn = self._writer
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _is_transient(exc):
-                raise Unavailable(f"the database is busy: {exc}") from None
-            raise
+        await self._begin_immediate(conn)
         try:
             session = _SQLitePushSession(self, savepoints=savepoints)
             outcome = await process_push(session, request, self.mutators, ctx, limit=limit)
@@ -401,13 +435,38 @@ class SQLiteStorage(Storage):
             raise
         return outcome
 
+    async def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE without blocking the event loop while another writer holds
+        the lock (the writer connection's busy timeout is zero)."""
+        deadline = time.monotonic() + WRITE_WAIT_SECONDS
+        nap = 0.002
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_transient(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise Unavailable(f"the database is busy: {exc}") from None
+            await asyncio.sleep(nap)
+            nap = min(nap * 2, 0.1)
+
     async def _ensure_group(self, group_id: str, owner: str | None) -> None:
         async with self._write_lock:
-            self._writer.execute(
-                "INSERT OR IGNORE INTO _plasma_client_groups (id, owner, created_version) "
-                "VALUES (?, ?, (SELECT version FROM _plasma_meta))",
-                (group_id, owner),
-            )
+            conn = self._writer
+            await self._begin_immediate(conn)
+            try:
+                conn.execute(
+                    "INSERT OR IGNORE INTO _plasma_client_groups (id, owner, created_version) "
+                    "VALUES (?, ?, (SELECT version FROM _plasma_meta))",
+                    (group_id, owner),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     async def pull(self, request: PullRequest, ctx: Context) -> PullResponse:
         conn = self._reader
