@@ -26,6 +26,7 @@ from .core.expr import and_, eq, ge, gt, le, lt, ne, not_, or_
 from .core.ids import new_id
 from .core.mutators import Context, Mutators
 from .core.query import select
+from .core.rules import ctx
 from .core.schema import Schema, Table, col, table
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "and_",
     "col",
     "connect",
+    "ctx",
     "eq",
     "ge",
     "gt",
@@ -82,3 +84,10 @@ def load_ipython_extension(ipython: Any) -> None:
     from .notebook import load_ipython_extension as load
 
     load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext plasma_nb`` (and ``%reload_ext``)."""
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ipython)

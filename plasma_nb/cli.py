@@ -22,6 +22,7 @@ __all__ = ["load_schema_module", "main"]
 
 DEFAULT_DB = "sqlite:///plasma.db"
 DEFAULT_BLOBS = "file:./plasma-blobs"
+DEFAULT_GRACE = 24 * 3600  # blobs gc spares blobs newer than this (seconds)
 
 
 class CommandError(Exception):
@@ -82,14 +83,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if args.token_file is not None:
-        raise CommandError("--token-file is not supported yet (auth arrives with its issue)")
-    if args.blobs != DEFAULT_BLOBS:
-        raise CommandError("--blobs is not supported yet (blob storage arrives with its issue)")
-    if not _is_loopback(args.host) and not args.insecure:
+    if args.token_file is None and not _is_loopback(args.host) and not args.insecure:
         raise CommandError(
             f"refusing to listen on {args.host!r} without auth: anyone who can reach it "
-            "could read and change every row; use a loopback --host, or pass --insecure"
+            "could read and change every row; use a loopback --host, give --token-file, "
+            "or pass --insecure"
         )
     try:
         import uvicorn
@@ -99,10 +97,15 @@ def _serve(args: argparse.Namespace) -> int:
         raise CommandError(
             f"the server needs its extra: pip install 'plasma-nb[server]' ({exc})"
         ) from None
+    auth = None
+    if args.token_file is not None:
+        from .server.auth import TokenFile
+
+        auth = TokenFile(args.token_file)  # a malformed line: ConfigError, one line, exit 2
     schema, mutators = load_schema_module(args.schema)
     app = create_app(
-        schema, mutators, database=args.db, cors_origins=args.cors_origin or [],
-        site_dir=args.site,
+        schema, mutators, database=args.db, blobs=args.blobs, auth=auth,
+        cors_origins=args.cors_origin or [], site_dir=args.site,
     )
     # Open the database before listening, so that a refused schema change is a one-line
     # error (exit 2) rather than a traceback from the server's startup.
@@ -113,7 +116,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     server = _quiet_server_class(uvicorn)(config)
     print(f"plasma-nb: serving {args.schema} on http://{args.host}:{args.port} "
-          f"(database {redact_url(args.db)})", flush=True)
+          f"(database {redact_url(args.db)}"
+          f"{f'; tokens from {args.token_file}' if args.token_file else ''})", flush=True)
     server.run()
     return 0
 
@@ -174,12 +178,16 @@ def _lite_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_database() -> str:
+def _demo_home() -> Path:
     import os
 
     home = Path(os.environ.get("PLASMA_NB_HOME") or "~/.plasma_nb").expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'demo.db'}"
+    return home
+
+
+def _demo_database() -> str:
+    return f"sqlite:///{_demo_home() / 'demo.db'}"
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -227,7 +235,8 @@ def _demo(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     schema, mutators = load_schema_module(str(schema_file))
     database = args.db or _demo_database()
-    app = create_app(schema, mutators, database=database, site_dir=site)
+    app = create_app(schema, mutators, database=database, site_dir=site,
+                     blobs=f"file:{_demo_home() / 'demo-blobs'}")
     asyncio.run(_check_database(app))
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on",
@@ -241,11 +250,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_yet(what: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        raise CommandError(f"`plasma-nb {what}` is not supported yet")
-
-    return run
+def _blobs_gc(args: argparse.Namespace) -> int:
+    try:
+        from .server.blob_gc import collect_garbage, describe
+    except ImportError as exc:
+        raise CommandError(
+            f"blobs gc needs the server extra: pip install 'plasma-nb[server]' ({exc})"
+        ) from None
+    if args.grace < 0:
+        raise CommandError(f"--grace must be a number of seconds >= 0, got {args.grace:g}")
+    result = asyncio.run(collect_garbage(args.db, args.blobs, grace=args.grace,
+                                         dry_run=args.dry_run))
+    for line in describe(result, grace=args.grace):
+        print(line, flush=True)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,9 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     blobs = sub.add_parser("blobs", help="blob maintenance")
     blobs_sub = blobs.add_subparsers(dest="blobs_command", required=True, metavar="COMMAND")
-    gc = blobs_sub.add_parser("gc", help="delete blobs no row references")
-    gc.add_argument("--dry-run", action="store_true")
-    gc.set_defaults(run=_not_yet("blobs gc"))
+    gc = blobs_sub.add_parser(
+        "gc", help="delete blobs no row references",
+        description="List, then delete, the blobs that no row of the database references, "
+        "sparing blobs newer than the grace period (offline clients may still reference "
+        "them). Safe while the server runs. See docs/blobs.md.")
+    gc.add_argument("--dry-run", action="store_true",
+                    help="only list what would be deleted")
+    gc.add_argument("--db", default=DEFAULT_DB, help=f"database URL (default {DEFAULT_DB})")
+    gc.add_argument("--blobs", default=DEFAULT_BLOBS,
+                    help=f"blob store URL (default {DEFAULT_BLOBS})")
+    gc.add_argument("--grace", default=float(DEFAULT_GRACE), type=float, metavar="SECONDS",
+                    help=f"spare blobs stored less than this long ago (default {DEFAULT_GRACE}, "
+                    "one day)")
+    gc.set_defaults(run=_blobs_gc)
     return parser
 
 

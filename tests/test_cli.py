@@ -54,15 +54,22 @@ def test_help_lists_every_serve_option(capsys):
         assert option in out
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["blobs", "gc", "--dry-run"], "`plasma-nb blobs gc` is not supported yet"),
-    ],
-)
-def test_commands_that_come_later_say_so(capsys, argv, message):
-    assert main(argv) == 2
-    assert capsys.readouterr().err == f"plasma-nb: error: {message}\n"
+def test_blobs_gc_has_its_options():
+    gc = build_parser().parse_args(["blobs", "gc"])
+    assert (gc.dry_run, gc.db, gc.blobs, gc.grace) == (
+        False, "sqlite:///plasma.db", "file:./plasma-blobs", 86400.0)
+    spelled = build_parser().parse_args([
+        "blobs", "gc", "--dry-run", "--db", "sqlite:///x.db", "--blobs", "file:./b",
+        "--grace", "60"])
+    assert (spelled.dry_run, spelled.db, spelled.blobs, spelled.grace) == (
+        True, "sqlite:///x.db", "file:./b", 60.0)
+
+
+def test_blobs_gc_refuses_a_missing_database(capsys, tmp_path):
+    assert main(["blobs", "gc", "--db", f"sqlite:///{tmp_path}/none.db"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("plasma-nb: error: cannot open the database ")
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_a_non_loopback_host_is_refused_without_insecure(tmp_path):
@@ -70,7 +77,8 @@ def test_a_non_loopback_host_is_refused_without_insecure(tmp_path):
     assert result.returncode == 2
     assert result.stderr == (
         "plasma-nb: error: refusing to listen on '0.0.0.0' without auth: anyone who can "
-        "reach it could read and change every row; use a loopback --host, or pass --insecure\n"
+        "reach it could read and change every row; use a loopback --host, give "
+        "--token-file, or pass --insecure\n"
     )
     assert not (tmp_path / "plasma.db").exists()
 
@@ -79,11 +87,14 @@ def test_a_non_loopback_host_is_refused_without_insecure(tmp_path):
     ("args", "message"),
     [
         (["--token-file", "tokens.txt"],
-         "--token-file is not supported yet (auth arrives with its issue)"),
-        (["--blobs", "s3://bucket?endpoint=http://127.0.0.1:9000&region=auto"],
-         "--blobs is not supported yet (blob storage arrives with its issue)"),
-        (["--blobs", "file:./elsewhere"],
-         "--blobs is not supported yet (blob storage arrives with its issue)"),
+         "cannot read the token file 'tokens.txt': [Errno 2] No such file or directory: "
+         "'tokens.txt'"),
+        (["--blobs", "ftp://bucket"],
+         "unsupported blob store URL 'ftp://bucket': expected file:DIR or "
+         "s3://BUCKET?endpoint=URL&region=R"),
+        (["--blobs", "s3://bucket?endpoint=http://127.0.0.1:9000&color=red"],
+         "blob store URL 's3://bucket?endpoint=http://127.0.0.1:9000&color=red': unknown "
+         "option 'color' (known: endpoint, region; credentials come from the AWS variables)"),
     ],
 )
 def test_options_that_come_later_are_refused_not_ignored(tmp_path, args, message):
@@ -121,3 +132,14 @@ def test_a_bad_database_url_is_a_clear_error(tmp_path):
     assert result.stderr == (
         "plasma-nb: error: unsupported database URL 'mysql://localhost/db': expected "
         "sqlite:///PATH or postgresql://...\n")
+
+
+def test_a_malformed_token_file_names_its_line(tmp_path):
+    (tmp_path / "tokens.txt").write_text("# who may sync\nt-alice alice\nt-bob\n")
+    result = run("serve", TODOS, "--token-file", "tokens.txt", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "plasma-nb: error: tokens.txt, line 3: expected `TOKEN USER` (two fields separated "
+        "by spaces), got 1 field\n"
+    )
+    assert not (tmp_path / "plasma.db").exists()

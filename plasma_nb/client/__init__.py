@@ -11,12 +11,15 @@ from __future__ import annotations
 from .change import Change
 from .client import Client, connect
 from .handle import MutationHandle
+from .live import LiveChange, LiveQuery
 from .status import Status
 from .storage import MemoryStorage, SQLiteStorage, Storage
 
 __all__ = [
     "Change",
     "Client",
+    "LiveChange",
+    "LiveQuery",
     "MemoryStorage",
     "MutationHandle",
     "SQLiteStorage",

@@ -45,6 +45,20 @@ class Change:
     def __bool__(self) -> bool:
         return bool(self.tables)
 
+    def merged(self, other: Change) -> Change:
+        """This change and ``other`` (about other rows) together."""
+        if not other:
+            return self
+        if not self:
+            return other
+        def both(
+            mine: Mapping[str, list[Any]], theirs: Mapping[str, list[Any]]
+        ) -> dict[str, list[Any]]:
+            return {t: [*mine.get(t, ()), *theirs.get(t, ())] for t in mine.keys() | theirs}
+
+        return Change(both(self.added, other.added), both(self.removed, other.removed),
+                      both(self.changed, other.changed))
+
     def restricted(self, tables: Iterable[str]) -> Change:
         """The part of this change that concerns ``tables``."""
         keep = set(tables)
@@ -86,9 +100,16 @@ class Subscribers:
     callback may read the replica or mutate again.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop,
+        on_tables: Callable[[frozenset[str]], object] | None = None,
+    ) -> None:
         self._loop = loop
         self._subscriptions: list[_Subscription] = []
+        # Told the union of the watched tables whenever it changes (the engine then
+        # asks other processes sharing the file to journal their commits to them).
+        self._on_tables = on_tables
+        self._tables: frozenset[str] = frozenset()
 
     def subscribe(
         self, tables: Iterable[str | Table] | str | Table, callback: Callback
@@ -100,13 +121,31 @@ class Subscribers:
             raise TypeError(f"subscribe() needs a callable, got {callback!r}")
         subscription = _Subscription(names, callback)
         self._subscriptions.append(subscription)
+        try:
+            self._tables_changed()
+        except BaseException:
+            self._subscriptions.remove(subscription)
+            raise
 
         def unsubscribe() -> None:
             subscription.active = False
             if subscription in self._subscriptions:
                 self._subscriptions.remove(subscription)
+                self._tables_changed()
 
         return unsubscribe
+
+    @property
+    def tables(self) -> frozenset[str]:
+        """Every table some subscriber watches."""
+        return frozenset().union(*(s.tables for s in list(self._subscriptions)))
+
+    def _tables_changed(self) -> None:
+        tables = self.tables
+        if tables != self._tables:
+            self._tables = tables
+            if self._on_tables is not None:
+                self._on_tables(tables)
 
     def __bool__(self) -> bool:
         return bool(self._subscriptions)

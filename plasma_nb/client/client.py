@@ -12,9 +12,12 @@ from ..core.mutators import Mutators
 from ..core.query import Select
 from ..core.schema import Schema, Table
 from .backoff import Clock, SystemClock
+from .blob_cache import make_blob_cache
+from .blobs import Blobs, BlobSync
 from .change import Callback
 from .engine import Engine, Options
 from .handle import MutationHandle
+from .live import LiveQuery, open_live
 from .replica import Replica
 from .runner import InlineRunner, Runner, ThreadRunner
 from .status import Status
@@ -57,6 +60,9 @@ class Client:
         self.mutators = mutators
         self.schema = mutators.schema
         self.mutate = _Mutate(self)
+        assert engine.blobs is not None
+        #: Files as blobs: ``await client.blobs.put(path)``, ``await client.blobs.get(hash)``.
+        self.blobs = Blobs(self, engine.blobs)
         self._closed = False
 
     def _check_open(self) -> None:
@@ -76,6 +82,18 @@ class Client:
         if not isinstance(query, Select | str):
             raise TypeError(f"query() takes select(...) or an SQL string, got {query!r}")
         return self._engine.replica.query(query, params)
+
+    def live(
+        self, query: Select | str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> LiveQuery:
+        """A query whose result stays current: ``.rows``, ``.df``, ``.subscribe(cb)``.
+
+        ``query`` is ``select(...)`` (kept current in Python, commit by commit) or SQL
+        text with ``params`` (run again when a commit touches a table it reads). See
+        docs/live.md.
+        """
+        self._check_open()
+        return open_live(self._engine, query, params, client=self)
 
     def subscribe(
         self, tables: Iterable[str | Table] | str | Table, callback: Callback
@@ -127,6 +145,8 @@ class Client:
             return
         self._closed = True
         await self._runner.call(self._engine.close)
+        if self._engine.blobs is not None:
+            await self._engine.blobs.close()
         await self._runner.aclose()
 
     async def __aenter__(self) -> Client:
@@ -198,6 +218,7 @@ async def connect(
             raise
         engine = Engine(replica, sync, the_transport, url=url, clock=the_clock,
                         options=options, loop=runner.loop)
+        engine.blobs = BlobSync(engine, make_blob_cache(store))
         engine.start()
         return engine
 

@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import (
     ClientStateNotFound,
@@ -28,7 +28,7 @@ from ..core.errors import (
 )
 from ..core.protocol import parse_pull_response, parse_push_response
 from .backoff import Backoff, Clock
-from .change import Subscribers
+from .change import Change, Subscribers
 from .handle import MutationHandle
 from .outcome import Outcome, call_soon
 from .pokes import PokeListener
@@ -36,6 +36,10 @@ from .replica import Replica
 from .status import Status
 from .synchronizer import Synchronizer
 from .transport import Response, Transport, TransportError
+from .versions import explain
+
+if TYPE_CHECKING:
+    from .blobs import BlobSync
 
 __all__ = ["Engine", "Options", "RetryLater"]
 
@@ -61,6 +65,9 @@ class RetryLater(SyncError):
         self.retry_after = retry_after
 
 
+#: How often a client with subscribers looks for other processes' commits to its file.
+WATCH_INTERVAL = 0.1
+
 LOCAL_ONLY = (
     "this client is local only (connect() without a URL): no server confirms its "
     "mutations. They stay in the outbox; connecting to a server with the same name "
@@ -80,8 +87,10 @@ class Engine:
         self.clock = clock
         self.options = options
         self.loop = loop
-        self.subscribers = Subscribers(loop)
+        self.subscribers = Subscribers(loop, on_tables=self._watch)
         replica.observed = self.subscribers.__bool__
+        if replica.journal is not None:
+            replica.journal.on_change = self._foreign_change
         self.backoff = Backoff(
             base=options.backoff_base, cap=options.backoff_cap, random=clock.random
         )
@@ -89,16 +98,25 @@ class Engine:
         self._confirmations_lock = threading.Lock()
         self._cycle_lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        # Set while online: the poke listener waits on it, so online() resumes
+        # listening at once rather than at its next timer.
+        self._online = asyncio.Event()
+        self._online.set()
+        # Set by each online(): it cuts a backoff wait short.
+        self._resume = asyncio.Event()
         self._push_wanted = False
         self._pull_wanted = False
         self._push_due = 0.0
         self._next_periodic = 0.0
         self._push_limit = 1000
         self._described = False
+        self._server: dict[str, Any] | None = None  # what GET /sync/schema said
         self._offline = False
         self._halted: SyncError | None = None
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
+        #: Blob uploads (blobs.py), set by connect(): before a push, on a 409, after a cycle.
+        self.blobs: BlobSync | None = None
         self.listener = PokeListener(self)
         self.connected = False
         self.last_push: _dt.datetime | None = None
@@ -111,6 +129,8 @@ class Engine:
     def start(self) -> None:
         self._next_periodic = self.clock.monotonic() + self.options.pull_interval
         self._tasks.append(self.loop.create_task(self._heartbeats()))
+        if self.replica.journal is not None:
+            self._tasks.append(self.loop.create_task(self._watch_others()))
         if self.transport is None:
             return
         self._push_wanted = self.sync.pending() > 0
@@ -137,6 +157,11 @@ class Engine:
             ))
         if self.transport is not None:
             await self.transport.aclose()
+        if self.replica.journal is not None and self.replica.journal.watched:
+            try:  # so that the other processes stop journaling for this one
+                self.replica.watch((), self.clock.now_ms())
+            except PlasmaError as exc:
+                logger.warning("could not unregister from the journal: %s", exc)
         await self.replica.close()
 
     # -- local mutations (any thread) ------------------------------------------------
@@ -146,6 +171,8 @@ class Engine:
         confirmed: Outcome[None] = Outcome()
         if self.transport is None:
             confirmed.set_exception(SyncError(LOCAL_ONLY))
+        elif self._halted is not None:
+            confirmed.set_exception(self._halted)  # kept in the outbox; no server will say
         else:
             with self._confirmations_lock:
                 self._confirmations[local.seq] = confirmed
@@ -170,18 +197,30 @@ class Engine:
         self._wake.set()
 
     def set_offline(self, offline: bool) -> None:
-        """From any thread: the flag holds at once, the loop reacts on its next step."""
+        """From any thread. The flag holds at once: the very next ``sync()`` and
+        ``status()`` see it. The loop's reaction (closing the poke socket; pushing,
+        pulling and listening again) follows on its next iteration."""
         self._offline = offline
         call_soon(self.loop, self._offline_changed)
 
     def _offline_changed(self) -> None:
-        if self._offline and self.listener.socket is not None:
-            # Stop listening at once rather than at the next poke.
-            self._tasks.append(self.loop.create_task(self.listener.socket.close()))
-        if not self._offline:
+        # Read the flag now, not the argument of the call that scheduled this: an
+        # offline() followed at once by online() must end up online.
+        if self._offline:
+            self._online.clear()
+            if self.listener.socket is not None:
+                # Stop listening at once rather than at the next poke.
+                self._tasks.append(self.loop.create_task(self.listener.socket.close()))
+        else:
             self._push_wanted = True
             self._pull_wanted = True
+            self._online.set()
+            self._resume.set()
         self._wake.set()
+
+    async def wait_online(self, within: float) -> None:
+        """Until the client is online (at once if it is), or ``within`` seconds."""
+        await _wait_event(self._online, within)
 
     async def _wait_for_work(self) -> None:
         while not self._closed:
@@ -197,13 +236,7 @@ class Engine:
             if self._push_wanted:
                 timeout = min(timeout, self._push_due - now)
             self._wake.clear()
-            # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a
-            # cancellation that coincides with the event, and close() would hang.
-            waiter = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({waiter}, timeout=max(timeout, 0.0))
-            finally:
-                waiter.cancel()
+            await _wait_event(self._wake, timeout)
 
     async def _run(self) -> None:
         while not self._closed:
@@ -214,7 +247,18 @@ class Engine:
             if delay is not None:
                 self._push_wanted |= push
                 self._pull_wanted |= pull
-                await self.clock.sleep(delay)
+                await self._back_off(delay)
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait out a backoff delay, or until online() asks to sync now."""
+        self._resume.clear()
+        sleep = asyncio.ensure_future(self.clock.sleep(delay))
+        resumed = asyncio.ensure_future(self._resume.wait())
+        try:
+            await asyncio.wait({sleep, resumed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            resumed.cancel()
 
     async def attempt(self, *, push: bool, pull: bool) -> float | None:
         """One sync cycle; None on success, else how long to wait before the next."""
@@ -224,11 +268,8 @@ class Engine:
             self._record(exc)
             self.connected = not isinstance(exc, TransportError)
             return self.backoff.next_delay(getattr(exc, "retry_after", None))
-        except VersionNotSupported as exc:
-            # Retrying cannot help: this client needs an upgrade (or the server a downgrade).
-            self._record(exc)
-            self._halted = exc
-            return None
+        except VersionNotSupported:
+            return None  # cycle() stopped syncing and recorded why
         except (PlasmaError, ValueError) as exc:
             self._record(exc)
             logger.warning("sync failed: %s", exc)
@@ -248,11 +289,15 @@ class Engine:
                     sent = await self._push_all() if push else 0
                     if pull or sent:
                         await self._pull()
+                    if self.blobs is not None:
+                        await self.blobs.upload_queued()
                 except ClientStateNotFound:
                     logger.warning("the server lost client group %s: starting a new one", group)
                     self.sync.recover(group)
                     push = pull = True
                     continue
+                except VersionNotSupported as exc:
+                    raise await self._halt(exc) from None
                 self.connected = True
                 self.last_error = None
                 return
@@ -264,6 +309,7 @@ class Engine:
         body = response.body
         if response.status != 200 or not isinstance(body, dict):
             return
+        self._server = body
         limits = body.get("limits")
         if isinstance(limits, dict) and isinstance(limits.get("maxMutationsPerPush"), int):
             self._push_limit = max(1, min(1000, limits["maxMutationsPerPush"]))
@@ -276,7 +322,16 @@ class Engine:
             batch = self.sync.push_request(after_seq=after, limit=self._push_limit)
             if batch is None:
                 break
-            response = await self._send("POST", "/sync/push", batch.request.to_json())
+            if self.blobs is not None:
+                # The blobs these mutations store go up first: the server refuses (409) a
+                # row naming a blob it lacks. On a 409 all the same, upload and push again.
+                await self.blobs.before_push(batch.request.mutations)
+            response = await self._send("POST", "/sync/push", batch.request.to_json(),
+                                        allow={409} if self.blobs is not None else frozenset())
+            if response.status == 409:
+                assert self.blobs is not None
+                await self.blobs.missing(response.body)
+                continue
             self.sync.push_done(batch, parse_push_response(response.body))
             after = batch.last_seq
             sent += len(batch.entries)
@@ -324,12 +379,60 @@ class Engine:
             else:
                 outcome.set_exception(MutationError(error))
 
+    async def _halt(self, exc: VersionNotSupported) -> VersionNotSupported:
+        """Retrying cannot help: this client needs an upgrade (or the server a downgrade).
+        Stop syncing, and say why in the status and in every waiting handle."""
+        try:
+            await self._describe()  # what the server accepts now, for the message
+        except (PlasmaError, TransportError):
+            pass
+        halted = explain(exc, schema_version=self.sync.schema.version, server=self._server)
+        self._record(halted)
+        self._halted = halted
+        self._fail_confirmations(halted)
+        return halted
+
+    def _fail_confirmations(self, exc: SyncError) -> None:
+        """Sync stopped for good: the handles waiting on the server learn why."""
+        with self._confirmations_lock:
+            pending, self._confirmations = self._confirmations, {}
+        for outcome in pending.values():
+            outcome.set_exception(exc)
+
     def settle_from_replica(self) -> None:
         """Settle handles whose entries another process saw confirmed."""
         with self._confirmations_lock:
             seqs = list(self._confirmations)
         if seqs:
             self.settle(self.sync.verdicts(seqs).items())
+
+    # -- other processes on the same file ---------------------------------------------
+
+    def _watch(self, tables: frozenset[str]) -> None:
+        """The subscribed tables changed (from any thread): tell the journal."""
+        if self._closed or self.replica.journal is None:
+            return
+        if not self.replica.watch(tables, self.clock.now_ms()):
+            # Inside this thread's own write transaction: once it is over.
+            call_soon(self.loop, lambda: self._watch(self.subscribers.tables))
+
+    def _foreign_change(self, change: Change) -> None:
+        """Other processes' commits (journal.py), under the replica's lock: the commit
+        hooks (live queries) and the subscribers hear them as they hear a local commit."""
+        for hook in self.replica.commit_hooks:
+            hook(change)
+        self.subscribers.notify(change)
+
+    async def _watch_others(self) -> None:
+        """Poll for other processes' commits while anyone subscribes (journal.py)."""
+        while not self._closed:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if not self.subscribers:
+                continue
+            try:
+                self.replica.poll_others()
+            except PlasmaError as exc:
+                self._record(exc)
 
     # -- background tasks ----------------------------------------------------------------
 
@@ -350,6 +453,10 @@ class Engine:
         self.errors.append(text)
 
     def status(self) -> Status:
+        pokes, pokes_detail = self.listener.state, self.listener.detail
+        if self._offline and pokes in ("connected", "disconnected"):
+            # offline() holds at once; the socket closes on the loop's next iteration.
+            pokes, pokes_detail = "disconnected", "offline"
         with self.replica.lock:
             return Status(
                 url=self.url,
@@ -360,12 +467,13 @@ class Engine:
                 pending=self.sync.pending(),
                 offline=self._offline,
                 connected=self.connected,
-                pokes=self.listener.state,
+                pokes=pokes,
                 last_push=self.last_push,
                 last_pull=self.last_pull,
                 last_error=self.last_error,
                 errors=tuple(self.errors),
                 user=self.sync.user,
+                pokes_detail=pokes_detail,
             )
 
     @property
@@ -379,3 +487,13 @@ class Engine:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+async def _wait_event(event: asyncio.Event, within: float) -> None:
+    # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a cancellation
+    # that coincides with the event, and close() would hang.
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=max(within, 0.0))
+    finally:
+        waiter.cancel()

@@ -7,7 +7,7 @@ only HTTP, so pokes are unavailable there and the engine pulls on a timer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -75,6 +75,35 @@ class HttpxTransport:
                 body = None  # an HTML error page from a proxy, say: the status tells
         return Response(answer.status_code, body, {k.lower(): v for k, v in answer.headers.items()})
 
+    async def put_bytes(
+        self, path: str, body: bytes | AsyncIterable[bytes], *, size: int
+    ) -> Response:
+        headers = {**self._headers(), "content-type": "application/octet-stream",
+                   "content-length": str(size)}
+        try:
+            answer = await self._http().request("PUT", path, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"PUT {self.url}{path}: {type(exc).__name__}: {exc}") from exc
+        return _response(answer.status_code, answer.content, answer.headers)
+
+    async def get_bytes(
+        self, path: str, write: Callable[[bytes], object], *,
+        started: Callable[[int | None], object] | None = None,
+    ) -> Response:
+        try:
+            async with self._http().stream("GET", path, headers=self._headers()) as answer:
+                if 200 <= answer.status_code < 300:
+                    if started is not None:
+                        length = answer.headers.get("content-length", "")
+                        started(int(length) if length.isdigit() else None)
+                    async for chunk in answer.aiter_bytes():
+                        write(chunk)
+                    return _response(answer.status_code, b"", answer.headers)
+                content = await answer.aread()
+        except httpx.HTTPError as exc:
+            raise TransportError(f"GET {self.url}{path}: {type(exc).__name__}: {exc}") from exc
+        return _response(answer.status_code, content, answer.headers)
+
     async def websocket(self, path: str, params: Mapping[str, str]) -> WebSocketConnection:
         if self._transport is not None:
             raise PokesUnavailable("this transport has no WebSocket (in-process ASGI app)")
@@ -84,22 +113,33 @@ class HttpxTransport:
         query = dict(params)
         if self.token:
             query["token"] = self.token
-        url = websocket_url(self.url, path) + "?" + urlencode(query)
+        shown = websocket_url(self.url, path)  # in messages: never the token
+        url = shown + "?" + urlencode(query)
         try:
             ws = await connect(url, open_timeout=10, max_size=2**20)
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (404, 405, 501):
                 raise PokesUnavailable(f"the server has no poke socket ({status})") from exc
-            raise TransportError(f"WebSocket {url}: HTTP {status}") from exc
+            raise TransportError(f"WebSocket {shown}: HTTP {status}") from exc
         except (OSError, WebSocketException, TimeoutError) as exc:
-            raise TransportError(f"WebSocket {url}: {type(exc).__name__}: {exc}") from exc
+            raise TransportError(f"WebSocket {shown}: {type(exc).__name__}: {exc}") from exc
         return _Socket(ws)
 
     async def aclose(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+def _response(status: int, content: bytes, headers: httpx.Headers) -> Response:
+    body = None
+    if content:
+        try:
+            body = loads_strict(content)
+        except ProtocolError:
+            body = None
+    return Response(status, body, {k.lower(): v for k, v in headers.items()})
 
 
 class _Socket:

@@ -11,7 +11,8 @@ hold the sync state; they are SQLite-only and written here by hand:
 - ``_plasma_undo_<table>``, one per user table: the pre-image of each row the
   pending mutations changed (same columns, so values keep their exact type);
 - ``_plasma_verdicts``: the server's verdict on mutations a pull confirmed, so a
-  handle in any process can learn it.
+  handle in any process can learn it;
+- ``_plasma_blob_uploads``: the blob upload queue (blobs.py).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ INTERNAL_DDL = {
         "(seq INTEGER PRIMARY KEY, client_id TEXT NOT NULL, mutation_id INTEGER NOT NULL, "
         "name TEXT NOT NULL, error TEXT, at INTEGER NOT NULL)",
         ("seq",),
+    ),
+    "_plasma_blob_uploads": (
+        # blobs.py: blobs put() here and not yet on the server (added: ms since the epoch).
+        "CREATE TABLE IF NOT EXISTS _plasma_blob_uploads "
+        "(hash TEXT PRIMARY KEY, size INTEGER NOT NULL, added INTEGER NOT NULL, "
+        "attempts INTEGER NOT NULL DEFAULT 0, error TEXT)",
+        ("hash",),
     ),
 }
 

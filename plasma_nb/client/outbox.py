@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.protocol import Mutation, MutationErrorInfo
@@ -26,15 +26,25 @@ __all__ = ["Entry", "Verdict", "append", "confirm", "count", "entries", "note_er
 VERDICT_TTL_MS = 7 * 24 * 3600 * 1000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
+    """One outbox entry. Not frozen: a rebase reads a thousand of them, and a frozen
+    dataclass pays a call per field to build one."""
+
     seq: int
     client_id: str
     mutation_id: int
     name: str
-    args: dict[str, Any]
+    args_json: str  # as stored; parsed on first use (a trace replay needs no args)
     timestamp: float
     error: str | None = None
+    _args: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        if self._args is None:
+            self._args = json.loads(self.args_json)
+        return self._args
 
     def to_mutation(self) -> Mutation:
         return Mutation(self.client_id, self.mutation_id, self.name, self.args, self.timestamp)
@@ -56,7 +66,7 @@ _COLUMNS = "seq, client_id, mutation_id, name, args, timestamp, error"
 
 def _entry(row: tuple[Any, ...]) -> Entry:
     seq, client_id, mutation_id, name, args, timestamp, error = row
-    return Entry(seq, client_id, mutation_id, name, json.loads(args), timestamp, error)
+    return Entry(seq, client_id, mutation_id, name, args, timestamp, error)
 
 
 def append(

@@ -32,6 +32,8 @@ class PokeListener:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.state = "off"  # "connected", "disconnected", "unavailable" or "off"
+        # Why the socket is not connected: the transport's reason or the last failure.
+        self.detail: str | None = None
         self.socket: WebSocketConnection | None = None
 
     async def run(self) -> None:
@@ -42,27 +44,31 @@ class PokeListener:
         while not engine.closed:
             if engine.offline or engine.halted is not None:
                 self.state = "disconnected"
-                await asyncio.sleep(1.0)
+                self.detail = "offline" if engine.offline else f"sync stopped: {engine.halted}"
+                await engine.wait_online(within=1.0)
                 continue
             group = engine.sync.client_group_id
             try:
                 socket = await engine.transport.websocket("/sync/ws", {"clientGroupID": group})
-            except PokesUnavailable:
+            except PokesUnavailable as exc:
                 self.state = "unavailable"
+                self.detail = f"{exc}; pulling every {engine.options.pull_interval:g} s instead"
                 await asyncio.sleep(UNAVAILABLE_RETRY)
                 continue
-            except TransportError:
+            except TransportError as exc:
                 self.state = "disconnected"
+                self.detail = str(exc)
                 await engine.clock.sleep(backoff.next_delay())
                 continue
             backoff.reset()
             self.state = "connected"
+            self.detail = None
             self.socket = socket
             engine.want_pull()  # catch up on what happened while we were not listening
             try:
                 await self._receive(socket, group)
-            except TransportError:
-                pass
+            except TransportError as exc:
+                self.detail = str(exc)
             finally:
                 self.state = "disconnected"
                 self.socket = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -23,7 +23,8 @@ from ..core.query import Select
 from ..core.schema import Schema
 from .capture import Capture
 from .change import Change
-from .decoder import WireDecoder
+from .decoder import WireDecoder, row_decoder
+from .journal import Journal, create_journal_tables
 from .layout import TableInfo, create_tables
 from .outcome import Outcome
 from .storage.base import CommitRecord, Storage
@@ -51,6 +52,11 @@ class Replica:
         # Building a Change for a 10k-row pull costs, so it is skipped when nobody asks.
         self.observed: Callable[[], bool] = lambda: True
         self._want_change = True  # observed(), sampled when a write transaction begins
+        # Other processes' commits, for a file that several processes share (journal.py).
+        self.journal: Journal | None = None
+        # Called after each COMMIT, still under the lock, so in commit order, with the
+        # commit's net change (live.py keeps live queries current with it). Must not raise.
+        self.commit_hooks: list[Callable[[Change], None]] = []
 
     async def open(self) -> bool:
         """Open and lay out the database; True if user tables changed shape."""
@@ -59,6 +65,8 @@ class Replica:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 self.tables, changed = create_tables(conn, self.schema, self.dialect)
+                if self.storage.shared:
+                    create_journal_tables(conn, self.schema, self.dialect)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -75,7 +83,9 @@ class Replica:
             self._conn = conn
         for name, t in self.tables.items():
             if t.declared is not None:
-                self._decoders[name] = self.dialect.row_decoder(tuple(t.declared))
+                self._decoders[name] = row_decoder(tuple(t.declared), self.dialect)
+        if self.storage.shared:
+            self.journal = Journal(self.tables.values(), self._decode_values)
         return changed
 
     @property
@@ -131,10 +141,38 @@ class Replica:
             self._conn = None
         await self.storage.close()
 
+    # -- other processes' commits (journal.py) ---------------------------------------
+
+    def watch(self, tables: Iterable[str], now_ms: int) -> bool:
+        """Hear other processes' commits to ``tables`` (none: stop). False when called
+        inside this thread's own write transaction: try again after it."""
+        if self.journal is None:
+            return True
+        with self.lock:
+            if self.conn.in_transaction:
+                return False
+            with self.write() as w:
+                self.journal.set_watched(w.conn, tables, now_ms)
+        return True
+
+    def poll_others(self) -> None:
+        """If another process committed to a watched table, report its net change
+        (through ``journal.on_change``)."""
+        journal = self.journal
+        if journal is None or not journal.watched:
+            return
+        with self.lock:
+            if self.conn.in_transaction or not journal.moved_elsewhere(self.conn):
+                return
+            with self.write():
+                pass  # catching up is what beginning a write does
+
     @property
     def needs_capture(self) -> bool:
-        """Whether a transaction's net change is needed (for subscribers or storage)."""
-        return self.storage.needs_records or self._want_change
+        """Whether a transaction's net change is needed (for subscribers, storage or
+        other processes' watchers)."""
+        return (self.storage.needs_records or self._want_change
+                or (self.journal is not None and bool(self.journal.others)))
 
     def _collect(self) -> tuple[Change, CommitRecord]:
         assert self._capture is not None
@@ -143,6 +181,8 @@ class Replica:
         want_change = self._want_change
         if not want_record and not want_change:
             return Change(), record
+        if not want_record:
+            return self._net_change(), record
         added: dict[str, list[Row]] = {}
         removed: dict[str, list[Row]] = {}
         changed: dict[str, list[tuple[Row, Row]]] = {}
@@ -168,6 +208,24 @@ class Replica:
                     changed.setdefault(name, []).append(pair)
         return Change(added, removed, changed), record
 
+    def _net_change(self) -> Change:
+        """The commit's change to the user's tables, straight from SQL: only the rows
+        that differ come back, and only the columns needed."""
+        assert self._capture is not None
+        added: dict[str, list[Row]] = {}
+        removed: dict[str, list[Row]] = {}
+        changed: dict[str, list[tuple[Row, Row]]] = {}
+        for name in self._decoders:
+            decode = self._decoders[name]
+            new, gone, differ = self._capture.net_change(name)
+            if new:
+                added[name] = list(map(decode, new))
+            if gone:
+                removed[name] = list(map(decode, gone))
+            if differ:
+                changed[name] = [(decode(before), decode(after)) for before, after in differ]
+        return Change(added, removed, changed)
+
     def _decode_values(self, table: str, values: Sequence[Any]) -> Row:
         return self._decoders[table](values)  # type: ignore[no-any-return]
 
@@ -184,6 +242,7 @@ class Write:
         self.change = Change()
         self.durable: Outcome[None] = Outcome()
         self._savepoints = 0
+        self._extra: Change | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -193,10 +252,15 @@ class Write:
         self.replica.lock.acquire()
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.replica._want_change = self.replica.observed()
-            assert self.replica._capture is not None
-            self.replica._capture.reset()
+            replica = self.replica
+            replica._want_change = replica.observed()
+            assert replica._capture is not None
+            replica._capture.reset()
+            if replica.journal is not None:
+                replica.journal.begin(self.conn)
         except BaseException:
+            if self.replica._conn is not None and self.replica._conn.in_transaction:
+                self.replica._conn.execute("ROLLBACK")
             self.replica.lock.release()
             raise
         return self
@@ -213,13 +277,19 @@ class Write:
                 return
             try:
                 change, record = replica._collect()
+                if replica.journal is not None:
+                    replica.journal.commit(self.conn)
                 self.conn.execute("COMMIT")
             except sqlite3.Error as error:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 where = replica.storage.describe()
                 raise StorageError(f"cannot commit to {where}: {error}") from error
+            if self._extra is not None:
+                change = change.merged(self._extra)
             self.change = change
+            for hook in replica.commit_hooks:
+                hook(change)
             self._persist(record)
         finally:
             replica.lock.release()
@@ -248,6 +318,12 @@ class Write:
         future.add_done_callback(settle)
 
     # -- inside the transaction ------------------------------------------------
+
+    def add_change(self, change: Change | None) -> None:
+        """Part of the net change that a step worked out itself, writing without the
+        capture (patch.py); the rest comes from the capture at COMMIT."""
+        if change is not None:
+            self._extra = change if self._extra is None else self._extra.merged(change)
 
     def segment(self, number: int, *, active: bool = True) -> None:
         assert self.replica._capture is not None

@@ -28,6 +28,9 @@ class Status:
     last_error: str | None = None
     errors: tuple[str, ...] = field(default_factory=tuple)
     user: str | None = None
+    #: Why ``pokes`` is not "connected": offline, the server or runtime has no poke
+    #: socket, or the last connection failure. None when connected or off.
+    pokes_detail: str | None = None
 
     @property
     def online(self) -> bool:

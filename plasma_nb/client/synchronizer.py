@@ -30,6 +30,7 @@ from .layout import FORMAT
 from .outbox import Entry
 from .rebase import RebaseResult, rebase
 from .replica import Replica, Write
+from .trace import Op, Trace
 from .transaction import run_mutator
 
 __all__ = ["LocalMutation", "PushBatch", "Synchronizer"]
@@ -66,6 +67,9 @@ class Synchronizer:
         self.schema = replica.schema
         self.now_ms = now_ms
         self.client_id: str | None = None
+        # The statements each pending entry ran, by seq, so that rebases can replay
+        # them without running the mutators again (trace.py). In memory only.
+        self.traces: dict[int, Trace] = {}
 
     # -- start -------------------------------------------------------------------
 
@@ -97,6 +101,8 @@ class Synchronizer:
                 w.set_meta("cookie", None)
             clients.reap(w, now, keep=None)
             outbox.prune_verdicts(w, now)
+            if self.replica.journal is not None:
+                self.replica.journal.heartbeat(w.conn, now, clients.LEASE_MS)
             self.client_id = clients.register(w, now)
 
     # -- reading state -----------------------------------------------------------
@@ -156,13 +162,17 @@ class Synchronizer:
             client_id = clients.ensure_client(w, self.client_id, now)
             self.client_id = client_id
             w.segment(1)
+            ctx = Context(user=w.get_meta("user"))
+            ops: list[Op] = []
             run_mutator(
                 w.conn, self.replica.dialect, self.mutators, name, wire_args,
-                ctx=Context(user=w.get_meta("user")), timestamp=timestamp,
+                ctx=ctx, timestamp=timestamp, trace=ops,
             )
             mutation_id = clients.next_mutation_id(w, client_id)
             seq = outbox.append(w, client_id, mutation_id, name, args_json, timestamp)
             undo.record(w, 1, self.replica.user_tables)
+        # Only once committed: another process could take the seq of a failed commit.
+        self.traces[seq] = Trace(name, args_json, timestamp, ctx.user, tuple(ops))
         return LocalMutation(seq, client_id, mutation_id, w)
 
     # -- push --------------------------------------------------------------------
@@ -211,7 +221,7 @@ class Synchronizer:
     def pull_done(self, request: PullRequest, response: PullResponse) -> RebaseResult:
         return rebase(
             self.replica, self.mutators, response, group_id=request.client_group_id,
-            request_cookie=request.cookie, now_ms=self.now_ms(),
+            request_cookie=request.cookie, now_ms=self.now_ms(), traces=self.traces,
         )
 
     # -- recovery and housekeeping -------------------------------------------------
@@ -252,3 +262,5 @@ class Synchronizer:
             self.client_id = clients.ensure_client(w, self.client_id, now)
             clients.heartbeat(w, self.client_id, now)
             clients.reap(w, now, keep=self.client_id)
+            if self.replica.journal is not None:
+                self.replica.journal.heartbeat(w.conn, now, clients.LEASE_MS)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..core.errors import SyncError
 
 __all__ = [
+    "BlobTransport",
     "PokesUnavailable",
     "Response",
     "Transport",
@@ -87,6 +88,24 @@ class Transport(Protocol):
         none, ``TransportError`` if it cannot be reached now."""
 
     async def aclose(self) -> None: ...
+
+
+class BlobTransport(Protocol):
+    """Raw bytes for the blob routes (client/blobs.py); the platform transports have it."""
+
+    async def put_bytes(
+        self, path: str, body: bytes | AsyncIterable[bytes], *, size: int
+    ) -> Response:
+        """PUT ``size`` bytes; the answer's JSON body comes back decoded. Raises
+        ``TransportError`` when no answer arrived (the connection broke on the way)."""
+
+    async def get_bytes(
+        self, path: str, write: Callable[[bytes], object], *,
+        started: Callable[[int | None], object] | None = None,
+    ) -> Response:
+        """GET raw bytes: a 2xx answer's body goes to ``write`` chunk by chunk (the
+        returned body is None), after ``started(content length or None)``; any other
+        answer comes back with its JSON body."""
 
 
 def join_url(base: str, path: str) -> str:

@@ -4,12 +4,14 @@ Pending mutations were applied one after another with nothing in between, so
 undoing them all means restoring each row they touched to its value before the
 *first* of them touched it. The log therefore keeps one pre-image per row (the
 values, or "did not exist"): a later mutation of the same row adds nothing. A
-rebase restores them all in one pass, whatever the number of mutations, and
-rebuilds the log from its replay.
+rebase restores them all in one pass, whatever the number of mutations, then
+forgets the pre-images of the rows its patch wrote (their base moved) and adds
+those its replay needs; with nothing left pending it empties the log.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..core.dialect import quote
@@ -17,7 +19,7 @@ from .capture import shadow_name
 from .layout import TableInfo, undo_table
 from .replica import Replica, Write
 
-__all__ = ["clear", "record", "restore", "upsert", "upsert_sql"]
+__all__ = ["clear", "forget", "record", "restore", "upsert", "upsert_sql"]
 
 # Everything below is SQL run inside SQLite: a rebase with a thousand pending mutations
 # must not pay Python for each row it takes back.
@@ -84,3 +86,23 @@ def upsert_sql(t: TableInfo, names: tuple[str, ...]) -> str:
 def clear(w: Write, replica: Replica) -> None:
     for t in replica.user_tables:
         w.conn.execute(f"DELETE FROM {quote(undo_table(t.name))}")
+
+
+def forget(w: Write, replica: Replica, keys: dict[str, list[Any]]) -> None:
+    """Drop the pre-images of the rows a patch wrote, keeping the others.
+
+    After a rebase's restore, every logged row holds its logged value, the base state. A
+    patch moves the base of the rows it writes, so their pre-images are stale: the
+    replay logs them again if it touches them. Every other logged row still holds its
+    base value, whether or not a pending mutation still touches it, so keeping its entry
+    is harmless (restoring it changes nothing), and spares the rebase of a long outbox
+    deleting and rewriting its whole undo log.
+    """
+    for name, wanted in keys.items():
+        t = replica.tables[name]
+        if wanted:
+            w.conn.execute(
+                f"DELETE FROM {quote(undo_table(name))} WHERE {quote(t.key[0])} IN "
+                "(SELECT value FROM json_each(?))",
+                (json.dumps(wanted),),
+            )

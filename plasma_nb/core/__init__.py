@@ -10,6 +10,7 @@ from .expr import Expr, and_, eq, ge, gt, le, lt, ne, not_, or_
 from .ids import new_id
 from .mutators import Context, Mutators, Transaction, drive
 from .query import Select, select
+from .rules import ctx
 from .schema import Column, ColumnType, Schema, Table, col, table
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Transaction",
     "and_",
     "col",
+    "ctx",
     "drive",
     "eq",
     "ge",

@@ -212,6 +212,14 @@ class Dialect:
             tail.append(stmt.offset_)
         return Compiled(sql, params + tail, stmt.columns, self.row_decoder(stmt.columns))
 
+    def compile_condition(self, condition: Expr, *, first: int = 0) -> Compiled:
+        """A condition over bare column names (a read rule, bound to its caller) as SQL
+        text and parameters; placeholders are numbered from ``first`` (Postgres:
+        ``$first+1``), so the text can sit inside a larger statement."""
+        params: Params = []
+        self._shape(condition, params, None)
+        return Compiled(self._render(condition, [first]), params)
+
     def compile_insert(self, stmt: Insert) -> Compiled:
         table = stmt.table
         names = tuple(stmt.row)

@@ -6,6 +6,7 @@ The hierarchy::
     ├── SchemaError            a table, column or schema declaration is invalid
     ├── ConfigError            an option (database URL, limit, path) is invalid
     ├── NotSupportedYet        an option of the design that is not built yet
+    ├── MissingDependency      an optional package (pandas, ...) is not installed
     ├── QueryError             a query or expression cannot be built or compiled
     ├── MutationError          a mutator rejected its mutation (the message is the user's)
     ├── MutatorError           a mutator is misdeclared or misbehaves (duplicate name,
@@ -19,9 +20,11 @@ The hierarchy::
     │   └── VersionNotSupported
     └── ServerError            an HTTP-mapped error inside the server; ``.status``
         ├── BadRequest          400
+        ├── Unauthorized        401 (no valid bearer token; sent with WWW-Authenticate)
         ├── Forbidden           403
         ├── Conflict            409
         ├── PayloadTooLarge     413
+        ├── TooManyRequests     429 (rate limited: retry after ``.retry_after`` seconds)
         └── Unavailable         503 (transient: retry after ``.retry_after`` seconds)
 
 ``MutationError`` is the one users raise themselves; everything else is raised by
@@ -36,6 +39,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Forbidden",
+    "MissingDependency",
     "MutationError",
     "MutatorError",
     "NotSupportedYet",
@@ -48,6 +52,8 @@ __all__ = [
     "StorageClosed",
     "StorageError",
     "SyncError",
+    "TooManyRequests",
+    "Unauthorized",
     "Unavailable",
     "UnknownMutator",
     "VersionNotSupported",
@@ -78,6 +84,19 @@ class NotSupportedYet(PlasmaError, NotImplementedError):
         if detail:
             message += f": {detail}"
         super().__init__(message)
+
+
+class MissingDependency(PlasmaError, ImportError):
+    """An optional package that a feature needs is not installed; the message says how
+    to install it. Subclasses ImportError, which callers of optional features catch."""
+
+    def __init__(self, package: str, feature: str, hint: str = "") -> None:
+        self.package = package
+        self.feature = feature
+        message = f"{feature} needs {package}, which is not installed: pip install {package}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message, name=package)
 
 
 class QueryError(PlasmaError, ValueError):
@@ -159,6 +178,21 @@ class BadRequest(ServerError):
     error = "BadRequest"
 
 
+class Unauthorized(ServerError):
+    """No valid bearer token. ``www_authenticate`` is the challenge sent back
+    (RFC 6750): ``error="invalid_token"`` when a token was given but refused."""
+
+    status = 401
+    error = "Unauthorized"
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.www_authenticate = (
+            'Bearer realm="plasma_nb", error="invalid_token"' if invalid_token
+            else 'Bearer realm="plasma_nb"'
+        )
+
+
 class Forbidden(ServerError):
     status = 403
     error = "Forbidden"
@@ -172,6 +206,15 @@ class Conflict(ServerError):
 class PayloadTooLarge(ServerError):
     status = 413
     error = "PayloadTooLarge"
+
+
+class TooManyRequests(ServerError):
+    status = 429
+    error = "TooManyRequests"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class Unavailable(ServerError):

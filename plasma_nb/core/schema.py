@@ -373,10 +373,16 @@ def table(name: str, /, **columns: Column) -> Table:
 
 
 class Schema:
-    """The tables of one app, with the version clients and server agree on."""
+    """The tables of one app, with the version clients and server agree on.
+
+    ``read_rules`` maps tables (or their names) to the condition a row must meet for
+    a caller to receive it: ``{todos: todos.owner == ctx.user}`` (see ``core/rules.py``
+    and docs/security.md). Tables without a rule are readable by every caller.
+    """
 
     def __init__(
-        self, tables: Iterable[Table], version: str = "1", compatible: Iterable[str] = ()
+        self, tables: Iterable[Table], version: str = "1", compatible: Iterable[str] = (),
+        *, read_rules: Mapping[Any, Expr] | None = None,
     ) -> None:
         if not isinstance(version, str) or not version:
             raise SchemaError(f"Schema version must be a non-empty string, got {version!r}")
@@ -400,6 +406,10 @@ class Schema:
             self.tables[t._name] = t
         if not self.tables:
             raise SchemaError("a Schema needs at least one table")
+        from .rules import normalize_rules
+
+        #: Read rules by table name (tables without one are not in it).
+        self.read_rules: dict[str, Expr] = normalize_rules(self.tables, read_rules)
 
     def accepts(self, version: str) -> bool:
         return version == self.version or version in self.compatible

@@ -11,5 +11,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from .app import Limits, create_app
+from .auth import TokenFile, Tokens
+from .compaction import compact
 
-__all__ = ["Limits", "create_app"]
+__all__ = ["Limits", "TokenFile", "Tokens", "compact", "create_app"]

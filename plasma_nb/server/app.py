@@ -32,10 +32,10 @@ from ..core.errors import (
     BadRequest,
     ClientStateNotFound,
     ConfigError,
-    NotSupportedYet,
     PayloadTooLarge,
     ProtocolError,
     ServerError,
+    Unauthorized,
 )
 from ..core.mutators import Context, Mutators
 from ..core.protocol import (
@@ -47,7 +47,13 @@ from ..core.protocol import (
     loads_strict,
 )
 from ..core.schema import Schema
+from .auth import make_authenticator
+from .blob_store import BlobStore, open_blob_store
+from .blobs import BlobRoutes
+from .compaction import Compactor
 from .database import open_storage
+from .gate import Gate, SyncGate, caller
+from .limits import ConnectionCounter, RateLimiter
 from .pokes import PokeHub
 from .storage.base import Storage
 
@@ -60,16 +66,35 @@ DEFAULT_BLOBS = "file:./plasma-blobs"
 
 @dataclass(frozen=True)
 class Limits:
-    """Published in ``GET /sync/schema`` so clients can size their pushes."""
+    """Published in ``GET /sync/schema`` so clients can size their pushes.
+
+    ``requests_per_second`` and ``request_burst`` are each caller's token bucket
+    (429 with Retry-After past it; a caller is its user, or its address when
+    anonymous; see server/limits.py); ``max_websockets_per_user`` bounds each
+    caller's poke sockets. None turns either off. Tombstones older than
+    ``tombstone_horizon_seconds`` are dropped every ``compaction_interval_seconds``
+    (server/compaction.py).
+    """
 
     max_body_bytes: int = 16 * 1024 * 1024
+    max_blob_bytes: int = 2 * 1024 * 1024 * 1024
     max_mutations_per_push: int = 1000
     max_json_depth: int = 64
+    requests_per_second: int | None = 100
+    request_burst: int = 1000
+    max_websockets_per_user: int | None = 100
+    tombstone_horizon_seconds: int = 7 * 24 * 3600
+    compaction_interval_seconds: int = 3600
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
+            if value is None and name in _OPTIONAL_LIMITS:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"limit {name} must be a positive integer, got {value!r}")
+
+
+_OPTIONAL_LIMITS = frozenset({"requests_per_second", "max_websockets_per_user"})
 
 
 class JSONResponse(Response):
@@ -84,7 +109,11 @@ def _error(exc: ServerError) -> JSONResponse:
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return JSONResponse({"error": exc.error, "message": exc.message}, exc.status, headers)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = exc.www_authenticate
+    body = {"error": exc.error, "message": exc.message}
+    body.update(getattr(exc, "details", None) or {})  # MissingBlob names its hash
+    return JSONResponse(body, exc.status, headers)
 
 
 # JSON may escape a lone surrogate ("\ud800"): valid JSON, but not text that UTF-8 (and so
@@ -113,11 +142,21 @@ class _Server:
     """The state behind the routes: storage, pokes, limits."""
 
     def __init__(self, schema: Schema, mutators: Mutators, storage: Storage,
-                 limits: Limits) -> None:
+                 limits: Limits, blob_store: BlobStore | None = None, *,
+                 gate: Gate | None = None) -> None:
         self.schema = schema
         self.mutators = mutators
         self.storage = storage
         self.limits = limits
+        self.gate = gate or Gate(None, None)
+        self.sockets = ConnectionCounter(limits.max_websockets_per_user)
+        self.compactor = Compactor(storage, horizon=limits.tombstone_horizon_seconds,
+                                   interval=limits.compaction_interval_seconds)
+        self.blobs: BlobRoutes | None = None
+        if blob_store is not None:
+            storage.check_blobs = True
+            self.blobs = BlobRoutes(blob_store, storage, max_bytes=limits.max_blob_bytes,
+                                    ready=self.ensure_open)
         self.pokes = PokeHub(storage)
         self._open_lock = asyncio.Lock()
         self._opened = False
@@ -132,14 +171,18 @@ class _Server:
                 self._opened = True
 
     async def close(self) -> None:
+        await self.compactor.stop()
         await self.pokes.stop()
-        if self._opened:
-            self._opened = False
-            await self.storage.close()
+        # Under the lock: an opening in progress finishes, then closes, rather than
+        # leaving its connections open behind a closed app.
+        async with self._open_lock:
+            if self._opened:
+                self._opened = False
+                await self.storage.close()
 
     def context(self, request: Request | WebSocket) -> Context:
-        # Auth arrives with its issue; until then every caller is anonymous.
-        return Context(user=None)
+        """The caller, as the gate (gate.py) authenticated it."""
+        return caller(request)
 
     async def read_json(self, request: Request) -> object:
         limit = self.limits.max_body_bytes
@@ -176,7 +219,7 @@ class _Server:
         except ClientStateNotFound:
             return JSONResponse({"error": "ClientStateNotFound"})
         if outcome.processed:
-            self.pokes.notify()
+            self.pokes.notify(outcome.version)
         stopped = outcome.stopped_by
         if isinstance(stopped, ClientStateNotFound):
             return JSONResponse({"error": "ClientStateNotFound"})
@@ -207,8 +250,13 @@ class _Server:
             "mutators": sorted(self.mutators),
             "limits": {
                 "maxBodyBytes": self.limits.max_body_bytes,
+                "maxBlobBytes": self.limits.max_blob_bytes,
                 "maxMutationsPerPush": self.limits.max_mutations_per_push,
                 "maxJsonDepth": self.limits.max_json_depth,
+                "requestsPerSecond": self.limits.requests_per_second,
+                "requestBurst": self.limits.request_burst,
+                "maxWebSocketsPerUser": self.limits.max_websockets_per_user,
+                "tombstoneHorizonSeconds": self.limits.tombstone_horizon_seconds,
             },
             "pushVersion": PUSH_VERSION,
             "pullVersion": PULL_VERSION,
@@ -220,13 +268,20 @@ class _Server:
         return JSONResponse({"ok": True, "version": await self.storage.version()})
 
     async def blob(self, request: Request) -> Response:
-        return JSONResponse(
-            {"error": "NotImplemented", "message": "blob storage is not supported yet"}, 501
-        )
+        if self.blobs is None:
+            return JSONResponse({"error": "NotImplemented",
+                                 "message": "this server has no blob store (blobs=None)"}, 501)
+        return await self.blobs.handle(request)
 
     async def websocket(self, websocket: WebSocket) -> None:
         await self.ensure_open()
-        await self.pokes.serve(websocket)
+        admitted = await self.gate.admit_socket(websocket, self.storage, self.sockets)
+        if admitted is None:
+            return
+        try:
+            await self.pokes.serve(websocket)
+        finally:
+            self.sockets.release(admitted.key)
 
 
 def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[
@@ -278,8 +333,10 @@ def create_app(
 
     ``database`` is ``sqlite:///path`` (``sqlite:///:memory:`` for a private
     in-memory database) or ``postgresql://user@host/db[?schema=NAME]`` (the
-    Postgres namespace, default ``public``); ``site_dir`` also serves a built
-    lite site at ``/``.
+    Postgres namespace, default ``public``); ``blobs`` is ``file:DIR`` or
+    ``s3://BUCKET?endpoint=URL&region=R`` (None: no blob store, and blob columns
+    are not checked; docs/blobs.md); ``site_dir`` also serves a built lite site
+    at ``/``.
     """
     if not isinstance(schema, Schema):
         raise ConfigError(f"create_app() takes a Schema first, got {schema!r}")
@@ -287,20 +344,24 @@ def create_app(
         raise ConfigError(f"create_app() takes Mutators second, got {mutators!r}")
     if mutators.schema is not schema:
         raise ConfigError("the mutators were registered for a different schema")
-    if auth is not None:
-        raise NotSupportedYet("auth=", "authentication arrives with the security issue")
-    if blobs is not None and blobs != DEFAULT_BLOBS:
-        raise NotSupportedYet(f"blobs={blobs!r}", "blob storage arrives with the blobs issue")
+    authenticator = make_authenticator(auth)
+    blob_store = open_blob_store(blobs) if blobs is not None else None
     if isinstance(cors_origins, str):
         raise ConfigError(f"cors_origins must be a list of origins, got {cors_origins!r}")
+    limits = limits or Limits()
+    limiter = (RateLimiter(limits.requests_per_second, limits.request_burst)
+               if limits.requests_per_second is not None else None)
+    gate = Gate(authenticator, limiter)
     server = _Server(schema, mutators, open_storage(database, schema, mutators),
-                     limits or Limits())
+                     limits, blob_store, gate=gate)
 
     routes: list[Route | WebSocketRoute | Mount] = [
         Route("/sync/push", _guard(server.push), methods=["POST"]),
         Route("/sync/pull", _guard(server.pull), methods=["GET", "POST"]),
         Route("/sync/schema", _guard(server.describe), methods=["GET"]),
-        Route("/sync/blob/{hash}", _guard(server.blob), methods=["GET", "HEAD", "PUT"]),
+        # {hash:path}: a malformed name (an encoded slash, "..") still reaches the handler,
+        # which refuses it with 400 rather than the router's 404.
+        Route("/sync/blob/{hash:path}", _guard(server.blob), methods=["GET", "HEAD", "PUT"]),
         Route("/healthz", _guard(server.healthz), methods=["GET"]),
         WebSocketRoute("/sync/ws", server.websocket),
     ]
@@ -317,13 +378,17 @@ def create_app(
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "PUT", "HEAD"],
             allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After", "WWW-Authenticate"],
             max_age=600,
         ))
+    # Inside CORS, so that a 401 or 429 carries the CORS headers a page needs to read it.
+    middleware.append(Middleware(SyncGate, gate=gate))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await server.ensure_open()
         server.pokes.start()
+        server.compactor.start()
         try:
             yield
         finally:

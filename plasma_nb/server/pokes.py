@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..core.protocol import Poke, dumps
 from .storage.base import Storage
@@ -58,17 +58,18 @@ class PokeHub:
                     await ws.close(1001)
         self._listeners.clear()
 
-    def notify(self) -> None:
-        """The version may have advanced: poke listeners if it did."""
+    def notify(self, version: int | None = None) -> None:
+        """The version may have advanced (to ``version``, when the caller knows it, as
+        after a push it committed): poke listeners if it did."""
         if not self._listeners:
             return
-        task = asyncio.get_running_loop().create_task(self._check_logged())
+        task = asyncio.get_running_loop().create_task(self._check_logged(version))
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
 
-    async def _check_logged(self) -> None:
+    async def _check_logged(self, version: int | None) -> None:
         try:
-            await self._check()
+            await self._check(version)
         except Exception:
             logger.exception("poking after a push failed")
 
@@ -81,7 +82,7 @@ class PokeHub:
                 logger.exception("poke poller failed; retrying")
                 await asyncio.sleep(self.poll_interval)
 
-    async def _check(self) -> None:
+    async def _check(self, known: int | None = None) -> None:
         if self._checking:
             self._check_again = True
             return
@@ -89,7 +90,9 @@ class PokeHub:
         try:
             while True:
                 self._check_again = False
-                version = await self.storage.version()
+                # A committed version the caller knows spares a round trip to the database.
+                version = known if known is not None else await self.storage.version()
+                known = None
                 if self._last_version is None or version > self._last_version:
                     self._last_version = version
                     await self._broadcast(version)
@@ -112,7 +115,9 @@ class PokeHub:
         if not group_id:
             await websocket.close(code=1008, reason="clientGroupID is required")
             return
-        await websocket.accept()
+        if websocket.client_state is WebSocketState.CONNECTING:
+            # (Already accepted when the token came in the first message.)
+            await websocket.accept()
         self.start()
         sockets = self._listeners.setdefault(group_id, set())
         sockets.add(websocket)

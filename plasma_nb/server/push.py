@@ -21,6 +21,7 @@ from ..core.errors import (
 )
 from ..core.mutators import Context, Mutators, Transaction
 from ..core.protocol import Mutation, MutationErrorInfo, PushRequest, PushResponse
+from .blob_refs import MissingBlob, guard_blobs
 
 __all__ = [
     "ClientState",
@@ -53,6 +54,9 @@ class PushOutcome:
     response: PushResponse
     stopped_by: Exception | None = None
     processed: int = 0
+    #: The version the push committed, when the backend reports it (pokes then go out
+    #: without asking the database); None if unknown or nothing was processed.
+    version: int | None = None
 
 
 class PushSession:
@@ -63,6 +67,9 @@ class PushSession:
     mutator then makes ``process_push`` raise ``NeedSavepoints``."""
 
     savepoints = True
+    #: Whether rows may store only hashes of known blobs (blob_refs.py): on when the
+    #: app has a blob store.
+    checks_blobs = False
 
     async def load_state(
         self, group_id: str, client_ids: list[str]
@@ -100,6 +107,11 @@ class PushSession:
         """Store each client's new last mutation id (at the current version)."""
         raise NotImplementedError
 
+    async def missing_blobs(self, hashes: list[str]) -> list[str]:
+        """The hashes among ``hashes`` that are not known blobs (``_plasma_blobs``), read
+        in this push's transaction."""
+        raise NotImplementedError
+
 
 async def run_mutator(
     mutators: Mutators, tx: Transaction, mutation: Mutation, *, log: bool = True
@@ -109,6 +121,8 @@ async def run_mutator(
     An unexpected exception is logged with its traceback unless ``log`` is false."""
     try:
         await mutators.start(tx, mutation.name, mutation.args)
+    except MissingBlob:
+        return None  # the caller stops the push (BlobGuard.missing)
     except MutationError as exc:
         return exc.message
     except MutatorError as exc:
@@ -172,9 +186,19 @@ async def process_push(
         if processed >= limit:
             break
         await session.begin_mutation()
-        tx = session.transaction(ctx, mutation)
+        tx = guard_blobs(session.transaction(ctx, mutation), session, mutation, mutators.schema)
         # Without savepoints a failure reruns the push, which logs it: log it once.
         message = await run_mutator(mutators, tx, mutation, log=session.savepoints)
+        missing = getattr(tx, "missing", None)
+        if missing is not None:
+            # It stores a blob the server lacks: undo it and stop here (409); the client
+            # uploads the blob and pushes again.
+            if not session.savepoints:
+                raise NeedSavepoints
+            await session.rollback_mutation()
+            await session.end_mutation()
+            stopped = missing
+            break
         if message is not None:
             if not session.savepoints:
                 raise NeedSavepoints

@@ -4,7 +4,10 @@ Modes:
 - ``durable URL NAME``: queue one mutation without reaching the server, print
   ``durable`` once ``await h`` resolved, then wait to be killed;
 - ``work URL NAME PREFIX N``: make N mutations, sync until every one is confirmed,
-  print a JSON summary and exit.
+  print a JSON summary and exit;
+- ``commands URL NAME``: read JSON commands from stdin, one a line (``{"mutate": NAME,
+  "args": {...}}`` applies and awaits durability, ``{"sync": true}`` syncs), answer
+  ``ok`` after each, exit at end of input.
 """
 
 from __future__ import annotations
@@ -43,12 +46,29 @@ async def work(url: str, name: str, prefix: str, count: int) -> None:
     print(json.dumps(summary), flush=True)
 
 
+async def commands(url: str, name: str) -> None:
+    client = await plasma.connect(url, schema=schema, mutators=mutators, name=name,
+                                  storage="sqlite", pull_interval=3600, pokes=False)
+    try:
+        while line := await asyncio.to_thread(sys.stdin.readline):
+            command = json.loads(line)
+            if "mutate" in command:
+                await client.mutate(command["mutate"], **command["args"])
+            elif command.get("sync"):
+                await client.sync()
+            print("ok", flush=True)
+    finally:
+        await client.close()
+
+
 def main() -> None:
     mode, *args = sys.argv[1:]
     if mode == "durable":
         asyncio.run(durable(*args))
     elif mode == "work":
         asyncio.run(work(args[0], args[1], args[2], int(args[3])))
+    elif mode == "commands":
+        asyncio.run(commands(*args))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

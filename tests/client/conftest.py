@@ -8,6 +8,9 @@ import pytest
 
 from tests.client.app import counters, mutators, schema, todos
 
+# The end-to-end tests' server database, on SQLite and on Postgres (server_db.py).
+from tests.client.server_db import server_backend, server_db  # noqa: F401
+
 
 @pytest.fixture
 def app() -> SimpleNamespace:

@@ -1,5 +1,6 @@
 """The client against real processes: ``plasma-nb serve`` on 127.0.0.1, client processes
-killed with SIGKILL, two processes on one local database, pokes over a real WebSocket."""
+killed with SIGKILL, two processes on one local database, pokes over a real WebSocket; the
+server on each backend (SQLite and Postgres, see server_db.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,10 +21,9 @@ import pytest
 
 import plasma_nb as plasma
 from plasma_nb import select
-from plasma_nb.client import Client
+from plasma_nb.client import Change, Client
 from tests.client.app import counters, mutators, schema, todos
-
-pytestmark = pytest.mark.slow
+from tests.client.server_db import ServerDB
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "tests" / "client" / "app.py"
@@ -45,18 +44,18 @@ def child_env(home: Path) -> dict[str, str]:
     return env
 
 
-def spawn_child(home: Path, *args: str) -> subprocess.Popen[str]:
+def spawn_child(home: Path, *args: str, stdin: int | None = None) -> subprocess.Popen[str]:
     """A client process running tests/client/child.py."""
     return subprocess.Popen(
-        [sys.executable, str(CHILD), *args], env=child_env(home), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(CHILD), *args], env=child_env(home), stdin=stdin,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
 class ServeProcess:
     """``plasma-nb serve tests/client/app.py`` on a fixed port, restartable."""
 
-    def __init__(self, db: Path, home: Path) -> None:
+    def __init__(self, db: ServerDB, home: Path) -> None:
         self.db = db
         self.home = home
         self.port = free_port()
@@ -66,7 +65,7 @@ class ServeProcess:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "plasma_nb", "serve", str(APP), "--db",
-             f"sqlite:///{self.db}", "--port", str(self.port), "--log-level", "warning"],
+             self.db.url, "--port", str(self.port), "--log-level", "warning"],
             env=child_env(self.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
         )
@@ -90,16 +89,12 @@ class ServeProcess:
         self.proc = None
 
     def rows(self, sql: str = "SELECT id, title, done FROM todos") -> dict[Any, tuple[Any, ...]]:
-        conn = sqlite3.connect(self.db)
-        try:
-            return {r[0]: tuple(r[1:]) for r in conn.execute(sql)}
-        finally:
-            conn.close()
+        return self.db.rows(sql)
 
 
 @pytest.fixture
-def served(tmp_path: Path, plasma_home: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(tmp_path / "server.db", plasma_home)
+def served(server_db: ServerDB, plasma_home: Path) -> Iterator[ServeProcess]:
+    server = ServeProcess(server_db, plasma_home)
     server.start()
     yield server
     server.kill()
@@ -230,3 +225,47 @@ async def test_two_processes_share_one_local_database(served, plasma_home):
         assert await client.query(select(counters)) == [{"id": "shared", "n": 30}]
     finally:
         await client.close()
+
+
+async def test_another_processs_commits_reach_this_ones_subscribers(served, plasma_home):
+    """Process A mutates and rebases; process B (this one, local only, on the same
+    file) hears each net change through the journal, without syncing itself."""
+    b = await plasma.connect(schema=schema, mutators=mutators, name="shared", storage="sqlite")
+    calls: list[Change] = []
+    b.subscribe(todos, calls.append)  # called in b's engine thread
+    a = spawn_child(plasma_home, "commands", served.url, "shared", stdin=subprocess.PIPE)
+
+    async def send(command: dict[str, Any]) -> None:
+        assert a.stdin is not None and a.stdout is not None
+        a.stdin.write(json.dumps(command) + "\n")
+        a.stdin.flush()
+        line = await asyncio.wait_for(asyncio.to_thread(a.stdout.readline), 30)
+        assert line.strip() == "ok", a.stderr.read() if a.stderr else ""
+
+    def row(id: str, title: str, done: bool = False) -> dict[str, Any]:
+        return {"id": id, "title": title, "done": done, "owner": None, "score": None,
+                "tags": None}
+
+    try:
+        await send({"mutate": "add_todo", "args": {"id": "from-a", "title": "by A"}})
+        await eventually(lambda: len(calls) == 1)
+        assert calls[0] == Change(added={"todos": [row("from-a", "by A")]})
+        # An operator writes on the server; A's pull brings it in a rebase that also
+        # confirms A's own pending row (which does not change).
+        served.db.execute("INSERT INTO todos (id, title, done) VALUES ('srv', 'by SQL', false)")
+        await send({"sync": True})
+        await eventually(lambda: len(calls) == 2)
+        assert calls[1] == Change(added={"todos": [row("srv", "by SQL")]})
+        await send({"mutate": "mark_done", "args": {"id": "srv"}})
+        await eventually(lambda: len(calls) == 3)
+        assert calls[2] == Change(changed={"todos": [(row("srv", "by SQL"),
+                                                      row("srv", "by SQL", True))]})
+        # A's loop pushes mark_done and pulls: that rebase changes nothing visible.
+        await eventually(lambda: b.status().pending == 0)
+        await asyncio.sleep(0.3)
+        assert len(calls) == 3
+    finally:
+        # End of input: A closes its client and exits.
+        _, errors = await asyncio.to_thread(a.communicate, timeout=30)
+        await b.close()
+    assert a.returncode == 0, errors

@@ -1,11 +1,10 @@
-"""Client and server end to end, in process: the real app through httpx's ASGI transport."""
+"""Client and server end to end, in process: the real app through httpx's ASGI transport,
+on each server backend (SQLite and Postgres, see server_db.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ from plasma_nb import MutationError, select
 from plasma_nb.client import Change, Client
 from plasma_nb.server import create_app
 from tests.client.app import mutators, schema, todos
+from tests.client.server_db import ServerDB
 
 
 class SwappableASGI(httpx.AsyncBaseTransport):
@@ -33,36 +33,26 @@ class SwappableASGI(httpx.AsyncBaseTransport):
 
 
 class Server:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, db: ServerDB) -> None:
+        self.db = db
         self.apps: list[Starlette] = []
         self.transport = SwappableASGI(self._build())
 
     def _build(self) -> Starlette:
-        app = create_app(schema, mutators, database=f"sqlite:///{self.path}")
+        app = create_app(schema, mutators, database=self.db.url)
         self.apps.append(app)
         return app
 
     async def wipe(self) -> None:
-        """Lose the database: a new app on a fresh file at the same address."""
+        """Lose the database: a new app on a fresh database at the same address."""
+        self.transport.down = True  # no request reaches (and reopens) the old app meanwhile
         await self.apps[-1].state.plasma.close()
-        self._delete_files()
+        await self.db.wipe()
         self.transport.inner = httpx.ASGITransport(self._build())
-
-    def _delete_files(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self.transport.down = False
 
     def rows(self) -> dict[str, tuple[Any, ...]]:
-        if not self.path.exists():
-            return {}
-        conn = sqlite3.connect(self.path)
-        try:
-            return {r[0]: r[1:] for r in conn.execute("SELECT id, title, done FROM todos")}
-        except sqlite3.OperationalError:  # not created yet
-            return {}
-        finally:
-            conn.close()
+        return self.db.rows("SELECT id, title, done FROM todos")
 
     async def connect(self, name: str, **kwargs: Any) -> Client:
         kwargs.setdefault("storage", "memory")
@@ -74,8 +64,8 @@ class Server:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = Server(tmp_path / "server.db")
+async def server(server_db: ServerDB) -> AsyncIterator[Server]:
+    srv = Server(server_db)
     yield srv
     for app in srv.apps:
         await app.state.plasma.close()

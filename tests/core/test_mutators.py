@@ -310,8 +310,9 @@ def test_a_mutator_that_awaits_anything_else_fails_naming_it(conn, tx):
 
     with pytest.raises(
         MutatorError,
-        match=r"^mutator 'sleepy' awaited something that suspends \(asyncio.sleep, a bare yield\), which is not a tx operation; mutators may await "
-        r"only tx methods \(pass other values in as arguments\)$",
+        match=r"^mutator 'sleepy' awaited something that suspends \(asyncio.sleep, a bare yield\), "
+        r"which is not a tx operation; mutators may await only tx methods "
+        r"\(pass other values in as arguments\)$",
     ):
         run(mutators, tx, "sleepy", id="t1")
     assert cleaned_up == [True]  # the coroutine was closed, not left suspended

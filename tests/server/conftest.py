@@ -68,14 +68,15 @@ def db_path(backend: str, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def make_app(database: str) -> AsyncIterator[AppFactory]:
-    """Build apps (the example schema on ``database`` unless told otherwise); every app
-    built is closed at the end of the test."""
+async def make_app(database: str, tmp_path: Path) -> AsyncIterator[AppFactory]:
+    """Build apps (the example schema on ``database``, blobs under ``tmp_path/blobs``,
+    unless told otherwise); every app built is closed at the end of the test."""
     apps: list[Starlette] = []
     default = database
 
     def build(schema: Schema = todos_module.schema, mutators: Mutators = todos_module.mutators,
               *, database: str | None = None, **options: Any) -> Starlette:
+        options.setdefault("blobs", f"file:{tmp_path / 'blobs'}")
         app = create_app(schema, mutators, database=database or default, **options)
         apps.append(app)
         return app

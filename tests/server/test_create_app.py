@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from notebooks import todos
-from plasma_nb import NotSupportedYet, PlasmaError, Schema, col, table
+from plasma_nb import Schema, col, table
 from plasma_nb.core.errors import ConfigError
 from plasma_nb.server import Limits, create_app
 from tests.server.helpers import add, http, pull, push, puts
@@ -20,24 +20,15 @@ def backend() -> str:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"auth": object()},
-         "auth= is not supported yet: authentication arrives with the security issue"),
-        ({"auth": "tokens.txt"},
-         "auth= is not supported yet: authentication arrives with the security issue"),
-        ({"blobs": "s3://bucket?endpoint=http://127.0.0.1:9000&region=auto"},
-         "blobs='s3://bucket?endpoint=http://127.0.0.1:9000&region=auto' is not supported "
-         "yet: blob storage arrives with the blobs issue"),
-        ({"blobs": "file:./elsewhere"},
-         "blobs='file:./elsewhere' is not supported yet: blob storage arrives with the "
-         "blobs issue"),
+        ({"auth": object()}, "auth= takes a function (token, request) -> Context | None"),
+        ({"auth": "tokens.txt"}, "auth= takes a function (token, request) -> Context | None"),
     ],
 )
-def test_options_that_come_later_raise_not_supported_yet(tmp_path, options, message):
-    with pytest.raises(NotSupportedYet) as raised:
+def test_an_auth_option_that_is_not_a_hook_is_refused(tmp_path, options, message):
+    with pytest.raises(ConfigError) as raised:
         create_app(todos.schema, todos.mutators, database=f"sqlite:///{tmp_path}/p.db",
                    **options)
-    assert str(raised.value) == message
-    assert isinstance(raised.value, PlasmaError | NotImplementedError)
+    assert str(raised.value).startswith(message)
     assert not (tmp_path / "p.db").exists()
 
 
@@ -78,7 +69,7 @@ def test_invalid_arguments_raise_config_error(tmp_path):
 
 
 @pytest.mark.parametrize("field", ["max_body_bytes", "max_mutations_per_push",
-                                   "max_json_depth"])
+                                   "max_json_depth", "max_blob_bytes"])
 @pytest.mark.parametrize("value", [0, -1, True, 1.5, "10"])
 def test_limits_must_be_positive_integers(field, value):
     with pytest.raises(ConfigError, match=f"limit {field} must be a positive integer"):
@@ -100,7 +91,9 @@ async def test_schema_and_healthz(client):
         }}},
         "mutators": ["add_todo", "delete_todo", "mark_done", "rename"],
         "limits": {"maxBodyBytes": 16 * 1024 * 1024, "maxMutationsPerPush": 1000,
-                   "maxJsonDepth": 64},
+                   "maxJsonDepth": 64, "maxBlobBytes": 2 * 1024**3,
+                   "requestsPerSecond": 100, "requestBurst": 1000,
+                   "maxWebSocketsPerUser": 100, "tombstoneHorizonSeconds": 7 * 24 * 3600},
         "pushVersion": 1,
         "pullVersion": 1,
         "user": None,
@@ -111,11 +104,12 @@ async def test_schema_and_healthz(client):
     assert health.json() == {"ok": True, "version": version}
 
 
-async def test_blob_routes_answer_not_implemented_yet(client):
-    response = await client.put("/sync/blob/" + "ab" * 32, content=b"data")
+async def test_without_a_blob_store_the_blob_routes_answer_not_implemented(make_app):
+    async with http(make_app(blobs=None)) as c:
+        response = await c.put("/sync/blob/" + "ab" * 32, content=b"data")
     assert response.status_code == 501
     assert response.json() == {"error": "NotImplemented",
-                               "message": "blob storage is not supported yet"}
+                               "message": "this server has no blob store (blobs=None)"}
 
 
 async def test_a_memory_database_is_private_to_its_app(make_app):

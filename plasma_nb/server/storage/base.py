@@ -15,18 +15,31 @@ section 6. The guarantees:
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from ...core.mutators import Context, Mutators
 from ...core.protocol import PullRequest, PullResponse, PushRequest
 from ...core.schema import Schema
 from ..push import PushOutcome
 
-__all__ = ["Storage"]
+__all__ = ["Compacted", "Storage"]
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """What a compaction did: the oldest cookie still served incrementally
+    (``min_version``) and how many tombstones it dropped."""
+
+    min_version: int
+    tombstones: int
 
 
 class Storage:
     schema: Schema
     mutators: Mutators
+    #: Whether a push may store only hashes of known blobs (409 otherwise); create_app
+    #: turns it on when the app has a blob store.
+    check_blobs: bool = False
 
     async def open(self) -> None:
         """Create or migrate the tables; refuse an incompatible database."""
@@ -44,6 +57,22 @@ class Storage:
 
     async def version(self) -> int:
         """The current global version (the newest cookie)."""
+        raise NotImplementedError
+
+    async def group_owner(self, group_id: str) -> tuple[bool, str | None]:
+        """Whether the client group exists, and the user it belongs to."""
+        raise NotImplementedError
+
+    async def compact(self, horizon_ms: int, now_ms: int) -> Compacted:
+        """Drop tombstones (and prior images) as old as the version the database had
+        ``horizon_ms`` ago (every one when ``horizon_ms`` is 0), and raise
+        ``min_version`` to the newest version dropped: older cookies then get a full
+        snapshot. Records a checkpoint (``now_ms``, the current version) for later
+        compactions."""
+        raise NotImplementedError
+
+    async def record_blob(self, hash: str, size: int) -> None:
+        """Add a blob the blob store now holds to the known blobs (``_plasma_blobs``)."""
         raise NotImplementedError
 
     async def changed_externally(self) -> bool:

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 import asyncpg
 
 from ...core.dialect import PostgresDialect, quote
-from ...core.errors import BadRequest, ClientStateNotFound, SchemaError
+from ...core.errors import BadRequest, ClientStateNotFound, Forbidden, SchemaError
 from ...core.mutators import Context, Mutators
 from ...core.protocol import (
     ClearOp,
@@ -51,8 +51,9 @@ from ...core.protocol import (
 )
 from ...core.schema import ColumnType, Schema, Table
 from ..push import NeedSavepoints, PushOutcome, process_push
+from ..rules import VERSION, ReadRules, prior_table
 from . import postgres_sql as sql
-from .base import Storage
+from .base import Compacted, Storage
 from .postgres_push import PostgresPushSession, unavailable
 from .postgres_support import Conn, Listener, Pooled, is_closed, is_transient
 
@@ -90,6 +91,7 @@ class PostgresStorage(Storage):
         self.schema = schema
         self.mutators = mutators
         self.dialect = PostgresDialect()
+        self.rules = ReadRules(schema, self.dialect, "postgres")
         self.min_connections = min_connections
         self.max_connections = max_connections
         self.lock_timeout = lock_timeout
@@ -118,6 +120,12 @@ class PostgresStorage(Storage):
             settings["application_name"] = "plasma_nb"
         return settings
 
+    def _listen_settings(self) -> dict[str, str]:
+        # "NAME listen": operators (and tests) can tell the LISTEN connection apart in
+        # pg_stat_activity, say to see whether an instance is listening.
+        name = dict(parse_qsl(urlsplit(self.url).query)).get("application_name", "plasma_nb")
+        return {**self._settings(), "application_name": f"{name[:56]} listen"}
+
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -143,8 +151,9 @@ class PostgresStorage(Storage):
         try:
             async with pool.acquire() as conn:
                 await self._setup(conn)
+            listen_settings = self._listen_settings()
             listener = Listener(
-                lambda: asyncpg.connect(self.url, server_settings=settings),
+                lambda: asyncpg.connect(self.url, server_settings=listen_settings),
                 sql.poke_channel(self.namespace),
             )
             await listener.start()
@@ -163,6 +172,8 @@ class PostgresStorage(Storage):
             if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", ns):
                 await conn.execute(f"CREATE SCHEMA {quote(ns)}")
             await conn.execute(sql.internal_ddl(ns))
+            for table, column, definition in sql.INTERNAL_COLUMNS:
+                await self._add_missing_columns(conn, table, [(column, definition)])
             now_ms = int(time.time() * 1000)
             # Versions start from the clock, so a recreated database never hands out
             # a cookie lower than one a client already holds.
@@ -173,8 +184,18 @@ class PostgresStorage(Storage):
             )
             for t in self.schema:
                 await self._create_or_migrate(conn, t)
-                function, triggers = sql.trigger_ddl(t, ns)
+                ruled = self.rules.ruled(t)
+                function, triggers = sql.trigger_ddl(t, ns, prior=ruled)
                 await conn.execute(function)
+                if ruled:
+                    for statement in sql.prior_ddl(t, ns):
+                        await conn.execute(statement)
+                    await self._add_missing_columns(conn, prior_table(t), [
+                        (c.name, self.dialect.sql_type(c)) for c in t])
+                else:
+                    await conn.execute(
+                        f"DROP TABLE IF EXISTS {quote(ns)}.{quote(prior_table(t))}"
+                    )
                 existing = {r[0] for r in await conn.fetch(sql.TRIGGERS_SQL, ns, t._name)}
                 for statement in triggers.splitlines():
                     name = statement.split()[2]
@@ -184,6 +205,22 @@ class PostgresStorage(Storage):
                 f"UPDATE {quote(ns)}._plasma_meta SET schema_version = $1 "
                 "WHERE schema_version IS DISTINCT FROM $1",
                 self.schema.version,
+            )
+            await conn.execute(
+                f"INSERT INTO {quote(ns)}._plasma_checkpoints (at_ms, version) "
+                f"SELECT $1, version FROM {quote(ns)}._plasma_meta ON CONFLICT DO NOTHING",
+                now_ms,
+            )
+
+    async def _add_missing_columns(
+        self, conn: Conn, table: str, columns: list[tuple[str, str]]
+    ) -> None:
+        have = {r[0] for r in await conn.fetch(sql.COLUMNS_SQL, self.namespace, table)}
+        missing = [f"ADD COLUMN {quote(name)} {definition}"
+                   for name, definition in columns if name not in have]
+        if missing:
+            await conn.execute(
+                f"ALTER TABLE {quote(self.namespace)}.{quote(table)} {', '.join(missing)}"
             )
 
     async def _create_or_migrate(self, conn: Conn, t: Table) -> None:
@@ -267,6 +304,7 @@ class PostgresStorage(Storage):
         conn = await self._acquire()
         try:
             session = PostgresPushSession(self, conn, savepoints=savepoints)
+            session.view = self.rules.fingerprint(ctx)
             try:
                 await conn.execute(self._begin_sql)
                 outcome = await process_push(session, request, self.mutators, ctx, limit=limit)
@@ -282,24 +320,64 @@ class PostgresStorage(Storage):
                 raise
             if status != expected:
                 raise RuntimeError(f"push transaction ended with {status!r}, not {expected!r}")
+            if outcome.processed:
+                outcome.version = session.version
             return outcome
         finally:
             await self.pool.release(conn)
 
+    async def record_blob(self, hash: str, size: int) -> None:
+        try:
+            await self.pool.execute(
+                "INSERT INTO _plasma_blobs (hash, size, created) VALUES ($1, $2, $3) "
+                "ON CONFLICT (hash) DO NOTHING",
+                hash, size, int(time.time() * 1000),
+            )
+        except Exception as exc:
+            if is_transient(exc):
+                raise unavailable(exc) from None
+            raise
+
     # -- pull ----------------------------------------------------------------------
 
     async def pull(self, request: PullRequest, ctx: Context) -> PullResponse:
-        _check_storable(request.client_group_id)
+        group_id = request.client_group_id
+        _check_storable(group_id)
+        view = self.rules.fingerprint(ctx)
         conn = await self._acquire()
         try:
+            group = await conn.fetchrow(
+                "SELECT owner, view IS DISTINCT FROM $2 FROM _plasma_client_groups "
+                "WHERE id = $1", group_id, view,
+            )
+            if group is not None and group[0] != ctx.user:
+                raise Forbidden(f"client group {group_id!r} belongs to another user")
+            if group is not None and group[1]:
+                # The caller's view changed (rules or claims): a new version, so that every
+                # cookie served under the old view is older than the new view's.
+                try:
+                    await conn.execute(
+                        f"{sql.begin_push_sql(self.namespace, int(self.lock_timeout * 1000))}; "
+                        "UPDATE _plasma_client_groups SET view = "
+                        f"{sql.literal(view)}, view_version = (SELECT version FROM _plasma_meta)"
+                        f" WHERE id = {sql.literal(group_id)}; COMMIT"
+                    )
+                except BaseException as exc:
+                    await self._abandon(conn, exc)
+                    raise
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                response, known = await self._read_pull(conn, request)
+                response, known = await self._read_pull(conn, request, ctx, view)
             if not known:
-                await conn.execute(
-                    "INSERT INTO _plasma_client_groups (id, owner, created_version) "
-                    "SELECT $1, $2, version FROM _plasma_meta ON CONFLICT (id) DO NOTHING",
-                    request.client_group_id, ctx.user,
+                owner = await conn.fetchval(
+                    "WITH created AS (INSERT INTO _plasma_client_groups "
+                    "(id, owner, created_version, view) SELECT $1, $2, version, $3 "
+                    "FROM _plasma_meta ON CONFLICT (id) DO NOTHING RETURNING owner) "
+                    "SELECT owner FROM created UNION ALL "
+                    "SELECT owner FROM _plasma_client_groups WHERE id = $1 LIMIT 1",
+                    group_id, ctx.user, view,
                 )
+                if owner != ctx.user:  # another user's pull created it a moment ago
+                    raise Forbidden(f"client group {group_id!r} belongs to another user")
             return response
         except Exception as exc:
             if is_transient(exc, conn):
@@ -309,37 +387,56 @@ class PostgresStorage(Storage):
             await self.pool.release(conn)
 
     async def _read_pull(
-        self, conn: Conn, request: PullRequest
+        self, conn: Conn, request: PullRequest, ctx: Context, view: str | None
     ) -> tuple[PullResponse, bool]:
+        """The response, and whether the group exists."""
         group_id = request.client_group_id
         meta = await conn.fetchrow(
-            "SELECT m.version, m.min_version, EXISTS (SELECT 1 FROM _plasma_client_groups "
-            "WHERE id = $1) FROM _plasma_meta m",
+            "SELECT m.version, m.min_version, g.id IS NOT NULL, g.owner, g.view, "
+            "g.view_version FROM _plasma_meta m "
+            "LEFT JOIN _plasma_client_groups g ON g.id = $1",
             group_id,
         )
         assert meta is not None
-        version, min_version, known = meta
+        version, min_version, known, owner, stored_view, view_from = meta
         cookie = request.cookie
         if not known and cookie is not None:
             raise ClientStateNotFound(f"unknown client group {group_id!r}")
-        full = cookie is None or cookie < min_version or cookie > version
+        if known and owner != ctx.user:
+            raise Forbidden(f"client group {group_id!r} belongs to another user")
+        full = (cookie is None or cookie < min_version or cookie > version
+                or (known and (stored_view != view or cookie < view_from)))
         since = 0 if full or cookie is None else cookie
         patch: list[PatchOp] = [ClearOp()] if full else []
         for t in self.schema:
             changes_sql, snapshot_sql, converters = self._pull_sql[t._name]
             pk_index = self._pk_index[t._name]
+            ruled = self.rules.ruled(t)
             if full:
-                for values in await conn.fetch(snapshot_sql):
+                if ruled:
+                    query = self.rules.snapshot(t, ctx)
+                    rows = await conn.fetch(query.sql, *query.params)
+                else:
+                    rows = await conn.fetch(snapshot_sql)
+                for values in rows:
                     row = {name: values[i] for i, name, _ in converters}
                     for i, name, convert in converters:
                         if convert is not None and values[i] is not None:
                             row[name] = convert(values[i])
                     patch.append(PutOp(f"{t._name}/{values[pk_index]}", row))
                 continue
-            for values in await conn.fetch(changes_sql, t._name, since):
+            if ruled:
+                query = self.rules.changes(t, ctx, since)
+                rows = await conn.fetch(query.sql, *query.params)
+            else:
+                rows = await conn.fetch(changes_sql, t._name, since)
+            was_visible = 2 + len(converters)
+            for values in rows:
                 key = f"{t._name}/{values[0]}"
                 if values[1] or values[2 + pk_index] is None:
-                    patch.append(DelOp(key))
+                    # With a rule, only a row the caller could read at the cookie.
+                    if not ruled or values[was_visible]:
+                        patch.append(DelOp(key))
                     continue
                 row = {name: values[i + 2] for i, name, _ in converters}
                 for i, name, convert in converters:
@@ -372,6 +469,71 @@ class PostgresStorage(Storage):
             if is_transient(exc):
                 raise unavailable(exc) from None
             raise
+
+    async def group_owner(self, group_id: str) -> tuple[bool, str | None]:
+        _check_storable(group_id)
+        try:
+            row = await self.pool.fetchrow(
+                "SELECT owner FROM _plasma_client_groups WHERE id = $1", group_id
+            )
+        except Exception as exc:
+            if is_transient(exc):
+                raise unavailable(exc) from None
+            raise
+        return (False, None) if row is None else (True, row[0])
+
+    async def compact(self, horizon_ms: int, now_ms: int) -> Compacted:
+        conn = await self._acquire()
+        try:
+            async with conn.transaction():
+                # The counter's lock: no push is half-way, so every version up to the
+                # current one is committed and none below it can still appear.
+                meta = await conn.fetchrow(
+                    "SELECT version, min_version FROM _plasma_meta FOR UPDATE"
+                )
+                assert meta is not None
+                version, min_version = meta
+                horizon = await conn.fetchval(
+                    "SELECT MAX(version) FROM _plasma_checkpoints WHERE at_ms <= $1",
+                    now_ms - horizon_ms,
+                )
+                cutoff = version if horizon_ms <= 0 else horizon
+                dropped = 0
+                if cutoff is not None and cutoff > min_version:
+                    # Only cookies older than what is dropped need a full snapshot.
+                    newest, dropped = await conn.fetchrow(
+                        "WITH gone AS (DELETE FROM _plasma_changes WHERE deleted AND "
+                        "version <= $1 RETURNING version) SELECT MAX(version), COUNT(*) "
+                        "FROM gone", cutoff,
+                    ) or (None, 0)
+                    for t in self.schema:
+                        if self.rules.ruled(t):
+                            prior = await conn.fetchval(
+                                f"WITH gone AS (DELETE FROM {quote(prior_table(t))} WHERE "
+                                f"{VERSION} <= $1 RETURNING {VERSION}) SELECT MAX({VERSION}) "
+                                "FROM gone", cutoff,
+                            )
+                            if prior is not None and (newest is None or prior > newest):
+                                newest = prior
+                    if newest is not None and newest > min_version:
+                        min_version = newest
+                        await conn.execute("UPDATE _plasma_meta SET min_version = $1", newest)
+                await conn.execute(
+                    "DELETE FROM _plasma_checkpoints WHERE at_ms < (SELECT MAX(at_ms) FROM "
+                    "_plasma_checkpoints WHERE at_ms <= $1)", now_ms - horizon_ms,
+                )
+                await conn.execute(
+                    "INSERT INTO _plasma_checkpoints (at_ms, version) VALUES ($1, $2) "
+                    "ON CONFLICT (at_ms) DO UPDATE SET version = excluded.version",
+                    now_ms, version,
+                )
+            return Compacted(min_version, dropped)
+        except Exception as exc:
+            if is_transient(exc, conn):
+                raise unavailable(exc) from None
+            raise
+        finally:
+            await self.pool.release(conn)
 
     @property
     def listener(self) -> Listener:

@@ -90,6 +90,8 @@ class PostgresPushSession(PushSession):
     def __init__(self, storage: PostgresStorage, conn: Conn, *,
                  savepoints: bool) -> None:
         self.savepoints = savepoints
+        self.view: str | None = None  # the pusher's read-rule view, for a new group
+        self.checks_blobs = storage.check_blobs
         self.storage = storage
         self.conn = conn
         self.version = 0
@@ -189,6 +191,17 @@ class PostgresPushSession(PushSession):
         self._group_id = group_id
         self._clients.update(changed)
 
+    async def missing_blobs(self, hashes: list[str]) -> list[str]:
+        try:
+            rows = await self.conn.fetch(
+                "SELECT hash FROM _plasma_blobs WHERE hash = ANY($1::text[])", hashes
+            )
+        except Exception as exc:
+            self.failed(exc)
+            raise
+        known = {row[0] for row in rows}
+        return [h for h in hashes if h not in known]
+
     def finish_script(self) -> tuple[str, str]:
         """The last round trip: the bookkeeping and COMMIT (or a bare ROLLBACK when
         nothing was written), with the status it must end with."""
@@ -200,8 +213,9 @@ class PostgresPushSession(PushSession):
         if self._group is not None:
             group_id, owner = self._group
             parts.append(
-                "INSERT INTO _plasma_client_groups (id, owner, created_version) "
-                f"VALUES ({lit(group_id)}, {lit(owner)}, {v}) ON CONFLICT (id) DO NOTHING"
+                "INSERT INTO _plasma_client_groups (id, owner, created_version, view) "
+                f"VALUES ({lit(group_id)}, {lit(owner)}, {v}, {lit(self.view)}) "
+                "ON CONFLICT (id) DO NOTHING"
             )
         if self._clients:
             rows = ", ".join(

@@ -15,10 +15,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ...core.dialect import PostgresDialect, quote
 from ...core.errors import ConfigError
 from ...core.schema import MISSING, Column, ColumnType, Table
+from ..rules import ABSENT, PK, VERSION, prior_table
 
 __all__ = [
     "poke_channel",
     "begin_push_sql",
+    "prior_ddl",
     "column_def",
     "internal_ddl",
     "literal",
@@ -130,6 +132,15 @@ CREATE TABLE IF NOT EXISTS {s}._plasma_mutation_errors (
 );
 CREATE INDEX IF NOT EXISTS _plasma_mutation_errors_group
     ON {s}._plasma_mutation_errors (client_group_id, version);
+CREATE TABLE IF NOT EXISTS {s}._plasma_checkpoints (
+    at_ms BIGINT PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}._plasma_blobs (
+    hash TEXT COLLATE "C" PRIMARY KEY,
+    size BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
 """
 
 
@@ -165,7 +176,48 @@ def _function_name(table: Table) -> str:
     return name
 
 
-def trigger_ddl(table: Table, schema: str) -> tuple[str, str]:
+#: Columns added to internal tables after their first release: (table, column, definition).
+#: Added only when missing: ALTER TABLE locks the table even when it changes nothing, and
+#: another instance may be serving pushes while this one starts.
+INTERNAL_COLUMNS = (
+    ("_plasma_client_groups", "view", "TEXT"),
+    ("_plasma_client_groups", "view_version", "BIGINT NOT NULL DEFAULT 0"),
+)
+
+
+def prior_ddl(table: Table, schema: str) -> list[str]:
+    """The statements creating ``table``'s prior-image table (server/rules.py), without
+    its user columns (added by the caller, as the table has them)."""
+    s = quote(schema)
+    prior = f"{s}.{quote(prior_table(table))}"
+    return [
+        f"CREATE TABLE IF NOT EXISTS {prior} ({PK} TEXT COLLATE \"C\" NOT NULL, "
+        f"{VERSION} BIGINT NOT NULL, {ABSENT} BOOLEAN NOT NULL, "
+        f"PRIMARY KEY ({PK}, {VERSION}))",
+        f"CREATE INDEX IF NOT EXISTS {quote(prior_table(table)[:55] + '_version')} "
+        f"ON {prior} ({VERSION})",
+    ]
+
+
+def _prior_statements(table: Table, schema: str) -> tuple[str, str, str, str]:
+    """plpgsql statements recording (OLD's image, NEW's absence, a changed key's
+    absence, a truncated table's images) in the prior-image table."""
+    prior = f"{quote(schema)}.{quote(prior_table(table))}"
+    pk = quote(table._pk.name)
+    names = ", ".join(quote(c.name) for c in table)
+    image = ", ".join(f"OLD.{quote(c.name)}" for c in table)
+    head = f"INSERT INTO {prior} ({PK}, {VERSION}, {ABSENT}"
+    old = f"{head}, {names}) VALUES (OLD.{pk}::text, v, false, {image}) ON CONFLICT DO NOTHING;"
+    new = f"{head}) VALUES (NEW.{pk}::text, v, true) ON CONFLICT DO NOTHING;"
+    moved = f"IF OLD.{pk} IS DISTINCT FROM NEW.{pk} THEN {new} END IF;"
+    truncated = (
+        f"{head}, {names}) SELECT {pk}::text, v, false, {names} "
+        f"FROM {quote(schema)}.{quote(table._name)} ON CONFLICT DO NOTHING;"
+    )
+    return old, new, moved, truncated
+
+
+def trigger_ddl(table: Table, schema: str, *, prior: bool = False) -> tuple[str, str]:
     """(the trigger function of ``table``, the statements creating its triggers).
 
     Outside a push (operator SQL), the first writing statement of a transaction
@@ -189,6 +241,10 @@ def trigger_ddl(table: Table, schema: str) -> tuple[str, str]:
     )
     log_new = upsert.format(name=name, ref="NEW", pk=pk, deleted="false")
     log_old = upsert.format(name=name, ref="OLD", pk=pk, deleted="true")
+    prior_old = prior_new = prior_moved = prior_truncated = ""
+    if prior:
+        prior_old, prior_new, prior_moved, prior_truncated = _prior_statements(table, schema)
+        prior_truncated = f"IF TG_OP = 'TRUNCATE' THEN {prior_truncated} END IF;"
     function = f"""
 CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $plasma$
 DECLARE
@@ -203,6 +259,7 @@ BEGIN
         v := cached::bigint;
     END IF;
     IF TG_WHEN = 'BEFORE' THEN
+        {prior_truncated}
         RETURN NULL;
     END IF;
     IF TG_OP = 'TRUNCATE' THEN
@@ -212,10 +269,17 @@ BEGIN
     END IF;
     IF TG_OP = 'DELETE' THEN
         {log_old}
+        {prior_old}
         RETURN NULL;
     END IF;
-    IF TG_OP = 'UPDATE' AND OLD.{pk} IS DISTINCT FROM NEW.{pk} THEN
-        {log_old}
+    IF TG_OP = 'UPDATE' THEN
+        {prior_old}
+        {prior_moved}
+        IF OLD.{pk} IS DISTINCT FROM NEW.{pk} THEN
+            {log_old}
+        END IF;
+    ELSE
+        {prior_new}
     END IF;
     {log_new}
     RETURN NULL;

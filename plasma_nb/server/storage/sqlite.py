@@ -19,7 +19,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...core.dialect import SQLiteDialect, quote
-from ...core.errors import ClientStateNotFound, MutationError, SchemaError, Unavailable
+from ...core.errors import (
+    ClientStateNotFound,
+    Forbidden,
+    MutationError,
+    SchemaError,
+    Unavailable,
+)
 from ...core.mutators import Context, Mutators, Transaction
 from ...core.protocol import (
     ClearOp,
@@ -35,7 +41,8 @@ from ...core.protocol import (
 from ...core.query import Delete, Insert, Select, Update
 from ...core.schema import MISSING, Column, ColumnType, Schema, Table
 from ..push import ClientState, NeedSavepoints, PushOutcome, PushSession, process_push
-from .base import Storage
+from ..rules import ABSENT, PK, VERSION, ReadRules, prior_table
+from .base import Compacted, Storage
 
 __all__ = ["SQLiteStorage", "internal_ddl", "trigger_ddl"]
 
@@ -85,7 +92,24 @@ CREATE TABLE IF NOT EXISTS _plasma_mutation_errors (
 );
 CREATE INDEX IF NOT EXISTS _plasma_mutation_errors_group
     ON _plasma_mutation_errors (client_group_id, version);
+-- The blobs the blob store holds (blobs.py); created in milliseconds since the epoch.
+CREATE TABLE IF NOT EXISTS _plasma_blobs (
+    hash TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    created INTEGER NOT NULL
+) WITHOUT ROWID;
+-- The version at given times: compaction turns its horizon (a duration) into a version.
+CREATE TABLE IF NOT EXISTS _plasma_checkpoints (
+    at_ms INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL
+);
 """
+
+# Columns added to internal tables after their first release: (table, column, definition).
+_INTERNAL_COLUMNS = (
+    ("_plasma_client_groups", "view", "TEXT"),
+    ("_plasma_client_groups", "view_version", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 def internal_ddl() -> str:
@@ -93,11 +117,46 @@ def internal_ddl() -> str:
     return _INTERNAL_DDL
 
 
-def trigger_ddl(table: Table) -> str:
+def prior_ddl(table: Table, dialect: SQLiteDialect) -> str:
+    """The prior-image table of a table with a read rule (server/rules.py)."""
+    cols = "".join(f"    {quote(c.name)} {dialect.sql_type(c)},\n" for c in table)
+    prior = quote(prior_table(table))
+    return (
+        f"CREATE TABLE IF NOT EXISTS {prior} (\n"
+        f"    {PK} TEXT NOT NULL,\n    {VERSION} INTEGER NOT NULL,\n"
+        f"    {ABSENT} INTEGER NOT NULL,\n{cols}"
+        f"    PRIMARY KEY ({PK}, {VERSION})\n) WITHOUT ROWID;\n"
+        f'CREATE INDEX IF NOT EXISTS "{prior_table(table)}_version" ON {prior} ({VERSION});\n'
+    )
+
+
+def _prior_sql(table: Table, ref: str, *, absent: bool, when: str = "") -> str:
+    """Record ``ref``'s row before this version's first write to it, or its absence."""
+    prior = quote(prior_table(table))
+    pk = f"CAST({ref}.{quote(table._pk.name)} AS TEXT)"
+    version = "(SELECT version FROM _plasma_meta)"
+    # A WHERE clause, always: it keeps SQLite's parser from reading ON CONFLICT as a join.
+    where = f" WHERE {when or 1}"
+    if absent:
+        return (f"INSERT INTO {prior} ({PK}, {VERSION}, {ABSENT}) "
+                f"SELECT {pk}, {version}, 1{where} ON CONFLICT DO NOTHING;")
+    names = ", ".join(quote(c.name) for c in table)
+    values = ", ".join(f"{ref}.{quote(c.name)}" for c in table)
+    return (f"INSERT INTO {prior} ({PK}, {VERSION}, {ABSENT}, {names}) "
+            f"SELECT {pk}, {version}, 0, {values}{where} ON CONFLICT DO NOTHING;")
+
+
+def trigger_names(table: Table) -> list[str]:
+    return [f"_plasma_{table._name}_{op}" for op in ("insert", "update", "delete")]
+
+
+def trigger_ddl(table: Table, *, prior: bool = False) -> str:
     """The change-log triggers of one table, in plain SQL.
 
     Inside a push, the push has already advanced the version and set
     ``pushing``; outside one (operator SQL), each row's write advances it.
+    With ``prior`` (the table has a read rule), each write also records the
+    row's image before it (server/rules.py).
     """
     name = table._name
     pk = quote(table._pk.name)
@@ -111,10 +170,19 @@ def trigger_ddl(table: Table) -> str:
     ins = log.format(t=name, ref="NEW", pk=pk, d=0)
     dele = log.format(t=name, ref="OLD", pk=pk, d=1)
     qn = quote(name)
+    prior_ins = prior_upd = prior_del = ""
+    if prior:
+        prior_ins = _prior_sql(table, "NEW", absent=True)
+        prior_del = _prior_sql(table, "OLD", absent=False)
+        # A changed key (operator SQL only): the old key's image, and the new key's absence.
+        prior_upd = prior_del + "\n    " + _prior_sql(
+            table, "NEW", absent=True, when=f"OLD.{pk} IS NOT NEW.{pk}"
+        )
     return f"""
 CREATE TRIGGER IF NOT EXISTS "_plasma_{name}_insert" AFTER INSERT ON {qn} BEGIN
     {bump}
     {ins}
+    {prior_ins}
 END;
 CREATE TRIGGER IF NOT EXISTS "_plasma_{name}_update" AFTER UPDATE ON {qn} BEGIN
     {bump}
@@ -123,10 +191,12 @@ CREATE TRIGGER IF NOT EXISTS "_plasma_{name}_update" AFTER UPDATE ON {qn} BEGIN
         WHERE OLD.{pk} IS NOT NEW.{pk}
         ON CONFLICT (tbl, pk) DO UPDATE SET version = excluded.version, deleted = 1;
     {ins}
+    {prior_upd}
 END;
 CREATE TRIGGER IF NOT EXISTS "_plasma_{name}_delete" AFTER DELETE ON {qn} BEGIN
     {bump}
     {dele}
+    {prior_del}
 END;
 """
 
@@ -182,6 +252,8 @@ def _integrity_message(stmt: Insert | Update | Delete, exc: sqlite3.IntegrityErr
 class _SQLitePushSession(PushSession):
     def __init__(self, storage: SQLiteStorage, *, savepoints: bool) -> None:
         self.savepoints = savepoints
+        self.view: str | None = None  # the pusher's read-rule view, for a new group
+        self.checks_blobs = storage.check_blobs
         self._storage = storage
         self._conn = storage._writer
         self.version = 0
@@ -207,9 +279,9 @@ class _SQLitePushSession(PushSession):
 
     async def create_group(self, group_id: str, owner: str | None) -> None:
         self._conn.execute(
-            "INSERT INTO _plasma_client_groups (id, owner, created_version) "
-            "VALUES (?, ?, (SELECT version FROM _plasma_meta))",
-            (group_id, owner),
+            "INSERT INTO _plasma_client_groups (id, owner, created_version, view) "
+            "VALUES (?, ?, (SELECT version FROM _plasma_meta), ?)",
+            (group_id, owner, self.view),
         )
 
     async def begin_mutation(self) -> None:
@@ -258,6 +330,12 @@ class _SQLitePushSession(PushSession):
                 (cid, group_id, last, self.version),
             )
 
+    async def missing_blobs(self, hashes: list[str]) -> list[str]:
+        marks = ", ".join("?" * len(hashes))
+        known = {row[0] for row in self._conn.execute(
+            f"SELECT hash FROM _plasma_blobs WHERE hash IN ({marks})", hashes)}
+        return [h for h in hashes if h not in known]
+
 
 def _json_from_db(text: Any) -> Any:
     try:
@@ -293,6 +371,7 @@ class SQLiteStorage(Storage):
         self.schema = schema
         self.mutators = mutators
         self.dialect = SQLiteDialect()
+        self.rules = ReadRules(schema, self.dialect, "sqlite")
         self._write_lock = asyncio.Lock()
         self._opened = False
         self._data_version: int | None = None
@@ -341,17 +420,50 @@ class SQLiteStorage(Storage):
                 "VALUES (1, ?, 0, ?)",
                 (now_ms, now_ms),
             )
+            self._migrate_internal()
             for t in self.schema:
                 self._create_or_migrate(t)
-                _run_script(conn, trigger_ddl(t))
+                ruled = self.rules.ruled(t)
+                self._prepare_prior(t, ruled)
+                # Rebuilt at every start: they follow the columns and the read rules.
+                for trigger in trigger_names(t):
+                    conn.execute(f"DROP TRIGGER IF EXISTS {quote(trigger)}")
+                _run_script(conn, trigger_ddl(t, prior=ruled))
             conn.execute(
                 "UPDATE _plasma_meta SET schema_version = ?, pushing = 0", (self.schema.version,)
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO _plasma_checkpoints (at_ms, version) "
+                "SELECT ?, version FROM _plasma_meta", (now_ms,),
             )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _migrate_internal(self) -> None:
+        conn = self._writer
+        for table, column, definition in _INTERNAL_COLUMNS:
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})")}
+            if column not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+    def _prepare_prior(self, t: Table, ruled: bool) -> None:
+        """Create (or drop) ``t``'s prior-image table, with every column of ``t``."""
+        conn = self._writer
+        prior = prior_table(t)
+        if not ruled:
+            conn.execute(f"DROP TABLE IF EXISTS {quote(prior)}")
+            return
+        _run_script(conn, prior_ddl(t, self.dialect))
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(prior)})")}
+        for c in t:
+            if c.name not in have:
+                conn.execute(
+                    f"ALTER TABLE {quote(prior)} ADD COLUMN {quote(c.name)} "
+                    f"{self.dialect.sql_type(c)}"
+                )
 
     def _create_or_migrate(self, t: Table) -> None:
         conn = self._writer
@@ -420,6 +532,7 @@ class SQLiteStorage(Storage):
         await self._begin_immediate(conn)
         try:
             session = _SQLitePushSession(self, savepoints=savepoints)
+            session.view = self.rules.fingerprint(ctx)
             outcome = await process_push(session, request, self.mutators, ctx, limit=limit)
             conn.execute("UPDATE _plasma_meta SET pushing = 0")
             conn.execute("COMMIT")
@@ -452,15 +565,47 @@ class SQLiteStorage(Storage):
             await asyncio.sleep(nap)
             nap = min(nap * 2, 0.1)
 
-    async def _ensure_group(self, group_id: str, owner: str | None) -> None:
+    async def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Statements in one write transaction of their own; the last one's rows."""
+        async with self._write_lock:
+            conn = self._writer
+            await self._begin_immediate(conn)
+            try:
+                rows: list[tuple[Any, ...]] = []
+                for sql, params in statements:
+                    rows = conn.execute(sql, params).fetchall()
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return rows
+
+    async def _ensure_group(self, group_id: str, owner: str | None, view: str | None) -> None:
+        rows = await self._write((
+            "INSERT INTO _plasma_client_groups (id, owner, created_version, view) "
+            "VALUES (?, ?, (SELECT version FROM _plasma_meta), ?) "
+            "ON CONFLICT (id) DO UPDATE SET id = id RETURNING owner",
+            (group_id, owner, view),
+        ))
+        if rows[0][0] != owner:  # another user's pull created it a moment ago
+            raise Forbidden(f"client group {group_id!r} belongs to another user")
+
+    async def group_owner(self, group_id: str) -> tuple[bool, str | None]:
+        row = self._reader.execute(
+            "SELECT owner FROM _plasma_client_groups WHERE id = ?", (group_id,)
+        ).fetchone()
+        return (False, None) if row is None else (True, row[0])
+
+    async def record_blob(self, hash: str, size: int) -> None:
         async with self._write_lock:
             conn = self._writer
             await self._begin_immediate(conn)
             try:
                 conn.execute(
-                    "INSERT OR IGNORE INTO _plasma_client_groups (id, owner, created_version) "
-                    "VALUES (?, ?, (SELECT version FROM _plasma_meta))",
-                    (group_id, owner),
+                    "INSERT INTO _plasma_blobs (hash, size, created) VALUES (?, ?, ?) "
+                    "ON CONFLICT (hash) DO NOTHING",
+                    (hash, size, int(time.time() * 1000)),
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -470,19 +615,33 @@ class SQLiteStorage(Storage):
 
     async def pull(self, request: PullRequest, ctx: Context) -> PullResponse:
         conn = self._reader
+        group_id = request.client_group_id
         group = conn.execute(
-            "SELECT owner FROM _plasma_client_groups WHERE id = ?", (request.client_group_id,)
+            "SELECT owner, view, view_version FROM _plasma_client_groups WHERE id = ?",
+            (group_id,),
         ).fetchone()
+        view = self.rules.fingerprint(ctx)
+        view_from = 0
         if group is None:
             if request.cookie is not None:
-                raise ClientStateNotFound(
-                    f"unknown client group {request.client_group_id!r}"
-                )
-            await self._ensure_group(request.client_group_id, ctx.user)
+                raise ClientStateNotFound(f"unknown client group {group_id!r}")
+            await self._ensure_group(group_id, ctx.user, view)
+        else:
+            owner, stored_view, view_from = group
+            if owner != ctx.user:
+                raise Forbidden(f"client group {group_id!r} belongs to another user")
+            if stored_view != view:
+                # The caller's view changed (rules or claims): a new version, so that every
+                # cookie served under the old view is older than the new view's.
+                (view_from,) = (await self._write(
+                    ("UPDATE _plasma_client_groups SET view = ?, view_version = "
+                     "(SELECT version + 1 FROM _plasma_meta) WHERE id = ?", (view, group_id)),
+                    ("UPDATE _plasma_meta SET version = version + 1 RETURNING version", ()),
+                ))[0]
         try:
             conn.execute("BEGIN")
             try:
-                return self._read_pull(conn, request)
+                return self._read_pull(conn, request, ctx, view_from)
             finally:
                 conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
@@ -490,28 +649,45 @@ class SQLiteStorage(Storage):
                 raise Unavailable(f"the database is busy: {exc}") from None
             raise
 
-    def _read_pull(self, conn: sqlite3.Connection, request: PullRequest) -> PullResponse:
+    def _read_pull(self, conn: sqlite3.Connection, request: PullRequest, ctx: Context,
+                   view_from: int) -> PullResponse:
         version, min_version = conn.execute(
             "SELECT version, min_version FROM _plasma_meta"
         ).fetchone()
         cookie = request.cookie
-        full = cookie is None or cookie < min_version or cookie > version
+        full = (cookie is None or cookie < min_version or cookie > version
+                or cookie < view_from)
         since = 0 if full or cookie is None else cookie
         patch: list[PatchOp] = [ClearOp()] if full else []
         for t in self.schema:
             changes_sql, snapshot_sql, converters = self._pull_sql[t._name]
+            ruled = self.rules.ruled(t)
+            pk_index = _pk_index(t)
             if full:
-                for values in conn.execute(snapshot_sql):
+                if ruled:
+                    query = self.rules.snapshot(t, ctx)
+                    rows = conn.execute(query.sql, query.params)
+                else:
+                    rows = conn.execute(snapshot_sql)
+                for values in rows:
                     row = {name: values[i] for i, name, _ in converters}
                     for i, name, convert in converters:
                         if convert is not None and values[i] is not None:
                             row[name] = convert(values[i])
-                    patch.append(PutOp(f"{t._name}/{values[_pk_index(t)]}", row))
+                    patch.append(PutOp(f"{t._name}/{values[pk_index]}", row))
                 continue
-            for values in conn.execute(changes_sql, (t._name, since)):
+            if ruled:
+                query = self.rules.changes(t, ctx, since)
+                rows = conn.execute(query.sql, query.params)
+            else:
+                rows = conn.execute(changes_sql, (t._name, since))
+            was_visible = 2 + len(converters)
+            for values in rows:
                 key = f"{t._name}/{values[0]}"
-                if values[1] or values[2 + _pk_index(t)] is None:
-                    patch.append(DelOp(key))
+                if values[1] or values[2 + pk_index] is None:
+                    # With a rule, only a row the caller could read at the cookie.
+                    if not ruled or values[was_visible]:
+                        patch.append(DelOp(key))
                     continue
                 row = {name: values[i + 2] for i, name, _ in converters}
                 for i, name, convert in converters:
@@ -546,6 +722,50 @@ class SQLiteStorage(Storage):
         changed = self._data_version is not None and data_version != self._data_version
         self._data_version = data_version
         return changed
+
+    async def compact(self, horizon_ms: int, now_ms: int) -> Compacted:
+        async with self._write_lock:
+            conn = self._writer
+            await self._begin_immediate(conn)
+            try:
+                version, min_version = conn.execute(
+                    "SELECT version, min_version FROM _plasma_meta"
+                ).fetchone()
+                (horizon,) = conn.execute(
+                    "SELECT MAX(version) FROM _plasma_checkpoints WHERE at_ms <= ?",
+                    (now_ms - horizon_ms,),
+                ).fetchone()
+                cutoff = version if horizon_ms <= 0 else horizon
+                dropped = 0
+                if cutoff is not None and cutoff > min_version:
+                    # Only cookies older than what is dropped need a full snapshot.
+                    versions = [v for (v,) in conn.execute(
+                        "DELETE FROM _plasma_changes WHERE deleted = 1 AND version <= ? "
+                        "RETURNING version", (cutoff,))]
+                    dropped = len(versions)
+                    for t in self.schema:
+                        if self.rules.ruled(t):
+                            versions += [v for (v,) in conn.execute(
+                                f"DELETE FROM {quote(prior_table(t))} WHERE {VERSION} <= ? "
+                                f"RETURNING {VERSION}", (cutoff,))]
+                    if versions and max(versions) > min_version:
+                        min_version = max(versions)
+                        conn.execute("UPDATE _plasma_meta SET min_version = ?", (min_version,))
+                # Checkpoints older than the horizon's are no longer needed.
+                conn.execute(
+                    "DELETE FROM _plasma_checkpoints WHERE at_ms < (SELECT MAX(at_ms) FROM "
+                    "_plasma_checkpoints WHERE at_ms <= ?)", (now_ms - horizon_ms,),
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO _plasma_checkpoints (at_ms, version) VALUES (?, ?)",
+                    (now_ms, version),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return Compacted(min_version, dropped)
 
 
 def _pk_index(t: Table) -> int:

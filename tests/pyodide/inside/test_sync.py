@@ -12,6 +12,7 @@ import asyncio
 import time
 
 import pytest
+from pyodide.code import run_js
 from pyodide_helpers import idb_databases, idb_dump
 
 from plasma_nb import MutationError, select
@@ -33,10 +34,6 @@ async def eventually(check, within: float = 10.0):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)
-
-
-async def _is_online(client) -> None:
-    assert not client.status().offline
 
 
 async def test_fetch_transport_reaches_the_server(server_url: str) -> None:
@@ -104,6 +101,34 @@ async def test_pokes_connect_in_node(client_api, todos, server_url, run_id) -> N
         await c.close()
 
 
+async def test_without_a_global_websocket_pokes_are_unavailable(
+    client_api, todos, server_url, run_id
+) -> None:
+    """Node without --experimental-websocket (or a worker) has no WebSocket: the client
+    says so in its status and syncs on its timer, instead of retrying a socket."""
+    assert run_js("typeof WebSocket") == "function"
+    run_js("globalThis.__plasmaWebSocket = WebSocket; delete globalThis.WebSocket")
+    try:
+        assert run_js("typeof WebSocket") == "undefined"
+        c = await connect(client_api, todos, server_url, f"no-ws-{run_id}", pull_interval=7)
+        try:
+            async def unavailable():
+                status = c.status()
+                assert status.pokes == "unavailable", status
+                assert "no WebSocket" in status.pokes_detail, status
+                assert "every 7 s" in status.pokes_detail, status
+
+            await eventually(unavailable)
+            assert not any("WebSocket" in e for e in c.status().errors)
+            await c.mutate.add_todo(id=f"{run_id}-nows", title="polled")
+            await c.sync()
+            assert c.status().pending == 0
+        finally:
+            await c.close()
+    finally:
+        run_js("globalThis.WebSocket = globalThis.__plasmaWebSocket")
+
+
 async def test_rejection_from_the_server(client_api, todos, server_url, run_id) -> None:
     """A mutation the client accepts but the server rejects: the server's verdict wins."""
     c = await connect(client_api, todos, server_url, f"reject-{run_id}")
@@ -124,9 +149,8 @@ async def test_rejection_from_the_server(client_api, todos, server_url, run_id) 
         finally:
             await other.close()
         c.online()
-        # online() takes effect on the engine's next loop iteration; a sync() right
-        # after it would still find the client offline.
-        await eventually(lambda: _is_online(c))
+        # online() holds at once: a sync() right after it goes out.
+        assert not c.status().offline
         await c.sync()
         with pytest.raises(MutationError, match="no todo with id"):
             await h.confirmed
