@@ -133,6 +133,9 @@ _CHECKS = {
 }
 
 
+_PLAIN: dict[ColumnType, type] = {ColumnType.TEXT: str, ColumnType.BOOLEAN: bool}
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -141,7 +144,7 @@ def _short(value: object) -> str:
 class Column(ColumnRef):
     """A column of a table; also an expression (``todos.done == False``)."""
 
-    __slots__ = ("_check", "default", "nullable", "primary_key", "type")
+    __slots__ = ("_check", "_plain", "default", "nullable", "primary_key", "type")
 
     def __init__(
         self,
@@ -154,6 +157,8 @@ class Column(ColumnRef):
         super().__init__()
         self.type = type
         self._check = _CHECKS[type]
+        # The Python type whose values this column stores unchanged (None: no such type).
+        self._plain = _PLAIN.get(type)
         self.nullable = nullable
         self.primary_key = primary_key
         if primary_key and nullable:
@@ -340,7 +345,12 @@ class Table:
             column = columns.get(name)
             if column is None:
                 column = self._column(name)  # raises, naming the columns
-            checked[name] = column.check(value)
+            # Text and booleans need no conversion: skip the general check, which every
+            # mutation's every value would otherwise pay for.
+            if type(value) is column._plain:
+                checked[name] = value
+            else:
+                checked[name] = column.check(value)
         if not partial:
             missing = [
                 c.name for c in self if c.name not in checked and not c.has_default
