@@ -204,16 +204,22 @@ class UpdateBuilder(_Write):
         return _UpdateSet(self._tx, self._table, checked)
 
 
-class _UpdateSet(_PendingWrite):
-    __slots__ = ("_table_", "_values")
+class _UpdateSet:
+    """``tx.update(t).set(...)``: awaited as is, it updates every row; usually ``.where()``
+    follows (so the statement is only built once its condition is known)."""
+
+    __slots__ = ("_table", "_tx", "_values")
 
     def __init__(self, tx: Transaction, table: Table, values: dict[str, object]) -> None:
-        super().__init__(tx, Update(table, values, None))
-        self._table_ = table
+        self._tx = tx
+        self._table = table
         self._values = values
 
+    def __await__(self) -> Any:
+        return self._tx._write(Update(self._table, self._values, None)).__await__()
+
     def where(self, condition: Expr, /) -> _PendingWrite:
-        return _PendingWrite(self._tx, Update(self._table_, self._values, _condition(condition)))
+        return _PendingWrite(self._tx, Update(self._table, self._values, _condition(condition)))
 
 
 class DeleteBuilder(_Write):

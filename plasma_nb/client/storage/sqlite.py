@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class SQLiteStorage(Storage):
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open {str(self.path)!r}: {exc}") from exc
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = _set_wal(conn)
             if mode != "wal":
                 raise StorageError(
                     f"cannot put {str(self.path)!r} in WAL mode (got {mode!r}); "
@@ -92,3 +93,17 @@ class SQLiteStorage(Storage):
 
     def describe(self) -> str:
         return str(self.path)
+
+
+def _set_wal(conn: sqlite3.Connection, wait: float = 30.0) -> str:
+    """``PRAGMA journal_mode=WAL``, retried: switching modes needs the database to itself,
+    and another process opening the same file at that moment makes SQLite answer
+    "database is locked" at once rather than through the busy timeout."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.05)
