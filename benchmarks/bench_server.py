@@ -17,7 +17,8 @@ from plasma_nb import Mutators, Schema, col, table
 from plasma_nb.core.dialect import SQLiteDialect
 from plasma_nb.core.mutators import Context as Ctx
 from plasma_nb.core.protocol import Mutation, PushRequest
-from plasma_nb.server.storage.sqlite import SQLiteStorage, internal_ddl, trigger_ddl
+from plasma_nb.server.storage.sqlite import SQLiteStorage
+from plasma_nb.server.storage.sqlite_sql import internal_ddl, trigger_ddl
 
 SINGLE_MUTATIONS = 200
 BATCH = 1000
