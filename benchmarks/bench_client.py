@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 
 from benchmarks.harness import Context, benchmark, max_slowdown, min_ratio
-from plasma_nb import Mutators, Schema, col, table
+from benchmarks.items import COLUMNS, items, schema
+from plasma_nb import Mutators
 from plasma_nb.client import Change, Client, SQLiteStorage, connect
 from plasma_nb.client.transport import Response
 from plasma_nb.core.dialect import SQLiteDialect
@@ -27,19 +28,7 @@ from plasma_nb.core.protocol import PullResponse, PutOp, loads_strict
 PULL_ROWS = 10_000
 BASE_ROWS = 1_000  # rows already in the replica under the pending mutations
 
-items = table(
-    "items",
-    id=col.id(),
-    title=col.text(),
-    done=col.boolean(default=False),
-    priority=col.integer(default=0),
-    estimate=col.real(nullable=True),
-    owner=col.text(nullable=True),
-    tags=col.json(nullable=True),
-)
-schema = Schema([items], version="1")
 mutators = Mutators(schema)
-COLUMNS = ("id", "title", "done", "priority", "estimate", "owner", "tags")
 
 
 @mutators.register
@@ -131,7 +120,8 @@ class BytesTransport:
         self.body = body
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None,
+        progress: Any = None,
     ) -> Response:
         if path == "/sync/pull":
             return Response(200, loads_strict(self.body))
@@ -333,7 +323,8 @@ class _RebaseBench:
         self.raw = _RawReplay(directory / "raw.db", self.pending)
         self.path = directory / "client.db"
         self.client: Client | None = None
-        self.patch = _row(PULL_ROWS + 1)
+        self.patch = _row(1)
+        self.rounds = 0
         self.response: PullResponse | None = None
 
     async def open(self) -> None:
@@ -362,14 +353,26 @@ class _RebaseBench:
         assert result.applied and not result.skipped
 
     def before_run(self, side: str) -> None:
-        # Untimed: a pull response that puts one row (another client's) and confirms none
-        # of the K pending mutations, so the rebase undoes and replays all of them.
+        # Untimed: a pull response that confirms none of the K pending mutations and puts
+        # one row that another client changed, new each round: a row that pending
+        # mutations read and write (item 1: renamed by mutation 1, marked done by
+        # mutation 143 when K > 143). The rebase must undo and replay all of them, and
+        # the rename runs again on the new row; the anchor puts the same row.
         assert self.client is not None
+        self.rounds += 1
+        self.patch = {**_row(1), "title": f"Changed elsewhere {self.rounds}",
+                      "priority": self.rounds % 5}
         cookie = (self.client._engine.sync.cookie or 0) + 1
         self.response = PullResponse(cookie, {}, (PutOp(f"items/{self.patch['id']}", self.patch),))
 
     def after_run(self, side: str) -> None:
+        # Both sides end with the patch under the pending mutations' effects.
+        conn = self.raw.conn if side == "anchor" else sqlite3.connect(self.path)
+        row = conn.execute("SELECT title, done, priority FROM items WHERE id = 'item-000001'")
+        done = int(("mark_done", {"id": "item-000001"}) in self.pending)
+        assert row.fetchone() == ("Renamed 1", done, self.rounds % 5), side
         if side == "subject":
+            conn.close()
             assert self.client is not None and self.client.status().pending == self.k
 
     async def close(self) -> None:
@@ -390,13 +393,15 @@ async def _rebase_context(k: int) -> Context:
 async def client_rebase_100() -> Context:
     """Rebase 100 pending mutations under a one-row pull vs a raw savepoint replay.
 
-    Subject: the engine's rebase of a pull that puts one row and confirms nothing, over
-    100 pending mutations (a third inserts, a third read-then-update, a third updates,
-    on a 1,000-row table): in one transaction it undoes them from the undo log, applies
-    the patch, replays each mutator in its own savepoint, rebuilds the undo log and
+    Subject: the engine's rebase of a pull that confirms nothing and puts one row that
+    pending mutations read and write, over 100 pending mutations (a third inserts, a
+    third read-then-update, a third updates, on a 1,000-row table): in one transaction
+    it undoes them from the undo log, applies the patch, replays each one (from its
+    trace, or by running its mutator where a read changed), rebuilds the undo log and
     stores the cookie. Anchor, in plain sqlite3: BEGIN; undo the same mutations with
     prepared inverse statements; upsert the row; SAVEPOINT; the mutations' own SQL
-    statements; RELEASE; COMMIT.
+    statements; RELEASE; COMMIT. (The patched row is one the mutations depend on, so a
+    rebase cannot leave them in place: this measures the undo and the replay.)
     """
     return await _rebase_context(100)
 

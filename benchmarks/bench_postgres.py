@@ -5,6 +5,10 @@ with the same change-log triggers (installed by the backend itself); each mutati
 updates and one insert, in a transaction of its own. The subject is the server engine's
 ``storage.push`` of one single-mutation push at a time (what one client's push costs, with
 no HTTP); the anchor is a bare asyncpg transaction: BEGIN, the three statements, COMMIT.
+Both send the same number of round trips (tests/server/test_postgres_push.py counts the
+subject's); the subject also writes its client's last mutation id, and its instance LISTENs,
+so each commit's NOTIFY wakes its LISTEN connection (the anchor's triggers notify a channel
+nobody listens on). With ``synchronous_commit`` on, both wait for one WAL flush per commit.
 
 The database is ``PLASMA_BENCH_POSTGRES``, else ``PLASMA_TEST_POSTGRES``, else the local
 server (postgresql://postgres@127.0.0.1:5432/test); the schemas are dropped afterwards.

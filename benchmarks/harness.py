@@ -20,9 +20,19 @@ def``: the whole benchmark then runs in one event loop, and an async call is tim
 
 ``ratio = anchor_median / subject_median`` is plasma_nb's throughput as a fraction of the
 anchor's. A bar is either :func:`min_ratio` (``ratio >= r``) or :func:`max_slowdown`
-(``subject <= k * anchor``, the same as ``ratio >= 1/k``, said the other way round).
+(``subject <= k * anchor``, the same as ``ratio >= 1/k``, said the other way round), or
+:func:`report_only` for a figure that is reported with no bar to pass.
 
 Make a unit of work long enough to time (ten milliseconds or more); loop inside it if need be.
+
+After the timed rounds, ``Context.details()`` (untimed, optional) may return :class:`Details`:
+more figures (a p99 latency, memory per row), :class:`Check` bars on them (``p99 <= 2x the
+anchor's``: the benchmark passes only if its ratio and every check pass), and distributions to
+plot (latency quantiles, say). A setup that cannot run here (no Postgres, no browser) raises
+:class:`Skipped` with the reason: the report lists it as skipped, never silently absent.
+
+:func:`run_all` prints the table; ``benchmarks/report.py`` renders the results (or their saved
+JSON) as ``docs/performance.md`` with plots.
 """
 
 from __future__ import annotations
@@ -33,12 +43,8 @@ import gc
 import importlib
 import inspect
 import json
-import os
 import pkgutil
-import platform
-import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -47,20 +53,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO, TypeAlias
 
+from benchmarks.machine import format_machine, load_average, machine_info
+
 __all__ = [
     "REGISTRY",
     "Bar",
     "Benchmark",
+    "Check",
     "Context",
+    "Details",
     "Report",
     "Result",
     "Side",
+    "Skipped",
     "benchmark",
     "discover",
+    "format_details",
+    "format_machine",
     "format_table",
+    "load_average",
     "machine_info",
     "max_slowdown",
     "min_ratio",
+    "report_only",
     "run_all",
     "run_benchmark",
     "write_json",
@@ -68,31 +83,44 @@ __all__ = [
 
 MIN_RUNS = 5
 DEFAULT_RUNS = 7
+#: What times the runs (the harness's tests swap in a clock they drive).
+clock: Callable[[], float] = time.perf_counter
 
 Side: TypeAlias = Literal["anchor", "subject"]
 Work: TypeAlias = Callable[[], object]
 RunHook: TypeAlias = Callable[[Side], object]
 
 
+BarKind: TypeAlias = Literal["min_ratio", "max_slowdown", "report"]
+BAR_KINDS: tuple[BarKind, ...] = ("min_ratio", "max_slowdown", "report")
+
+
 @dataclass(frozen=True)
 class Bar:
-    """The minimum ``ratio`` (anchor time / subject time) a benchmark must reach."""
+    """The minimum ``ratio`` (anchor time / subject time) a benchmark must reach; a
+    ``report`` bar has none (the figures are reported, nothing is passed or missed)."""
 
-    kind: Literal["min_ratio", "max_slowdown"]
+    kind: BarKind
     value: float
 
     def __post_init__(self) -> None:
-        if not self.value > 0:
+        if self.kind not in BAR_KINDS:
+            raise ValueError(f"a bar's kind is one of {BAR_KINDS}, got {self.kind!r}")
+        if self.kind != "report" and not self.value > 0:
             raise ValueError(f"a bar's value must be positive, got {self.value!r}")
 
     @property
     def min_ratio(self) -> float:
+        if self.kind == "report":
+            return 0.0
         return self.value if self.kind == "min_ratio" else 1 / self.value
 
     def passes(self, ratio: float) -> bool:
         return ratio >= self.min_ratio
 
     def __str__(self) -> str:
+        if self.kind == "report":
+            return "report"
         if self.kind == "min_ratio":
             return f"ratio >= {self.value:.2f}"
         return f"subject <= {self.value:g}x anchor"
@@ -108,6 +136,57 @@ def max_slowdown(factor: float) -> Bar:
     return Bar("max_slowdown", factor)
 
 
+def report_only() -> Bar:
+    """No bar: the ratio and the details are reported (a figure the user sees, say)."""
+    return Bar("report", 0.0)
+
+
+class Skipped(Exception):
+    """Raised by a setup that cannot run on this machine; the message says why."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """A bar on a figure other than the ratio: ``value <= limit`` (or ``>=`` for "min")."""
+
+    name: str
+    value: float
+    limit: float
+    kind: Literal["max", "min"] = "max"
+    unit: str = "x"
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.limit if self.kind == "max" else self.value >= self.limit
+
+    def __str__(self) -> str:
+        op = "<=" if self.kind == "max" else ">="
+        return f"{self.name} {self.value:.2f}{self.unit} ({op} {self.limit:g}{self.unit})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "limit": self.limit,
+                "kind": self.kind, "unit": self.unit, "passed": self.passed}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Check:
+        return cls(data["name"], float(data["value"]), float(data["limit"]),
+                   data.get("kind", "max"), data.get("unit", "x"))
+
+
+@dataclass
+class Details:
+    """What a benchmark reports beside its timings (see the module's docstring).
+
+    ``figures`` are named numbers or short texts; ``distributions`` are named series of
+    seconds, one per side where that applies (``{"anchor": [...], "subject": [...]}``),
+    plotted by the report; ``notes`` are sentences for the report page."""
+
+    figures: dict[str, float | int | str | bool | None] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    distributions: dict[str, list[float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Context:
     """What a benchmark's setup returns: the two sides and their untimed hooks."""
@@ -117,6 +196,8 @@ class Context:
     before_run: RunHook | None = None
     after_run: RunHook | None = None
     close: Callable[[], object] | None = None
+    #: Called once after the timed rounds, before ``close``: returns :class:`Details`.
+    details: Callable[[], Details | Awaitable[Details]] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +229,9 @@ def benchmark(
             name=bench_name,
             setup=setup,
             bar=bar,
-            description=description if description is not None else doc.partition("\n")[0],
+            # The docstring's first paragraph, however many lines it is wrapped on.
+            description=(description if description is not None
+                         else " ".join(doc.partition("\n\n")[0].split())),
         )
         registry[bench_name] = bench
         return bench
@@ -176,6 +259,11 @@ class Result:
     warmup: dict[str, float]
     order: list[list[str]] = field(default_factory=list)
     started_at: str = ""
+    details: Details = field(default_factory=Details)
+    #: The 1, 5 and 15 minute load averages when the benchmark started (a noisy machine
+    #: shows here); None where the platform has none.
+    load: tuple[float, float, float] | None = None
+    machine: dict[str, Any] | None = None  # filled in when read back from JSON
 
     @property
     def anchor_median(self) -> float:
@@ -192,7 +280,14 @@ class Result:
 
     @property
     def passed(self) -> bool:
-        return self.bar.passes(self.ratio)
+        return self.bar.passes(self.ratio) and all(c.passed for c in self.details.checks)
+
+    @property
+    def verdict(self) -> str:
+        """PASS or MISS; REPORT for a report-only benchmark without checks."""
+        if self.bar.kind == "report" and not self.details.checks:
+            return "REPORT"
+        return "PASS" if self.passed else "MISS"
 
     def to_json(self, machine: dict[str, Any]) -> dict[str, Any]:
         def side(times: list[float]) -> dict[str, Any]:
@@ -216,8 +311,45 @@ class Result:
             "ratio": self.ratio,
             "bar": {"kind": self.bar.kind, "value": self.bar.value, "text": str(self.bar)},
             "passed": self.passed,
+            "verdict": self.verdict,
+            "figures": self.details.figures,
+            "checks": [c.to_json() for c in self.details.checks],
+            "distributions": self.details.distributions,
+            "notes": self.details.notes,
+            "load": list(self.load) if self.load is not None else None,
             "machine": machine,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Result:
+        """A result as :meth:`to_json` wrote it (older files lack the details: fine)."""
+        try:
+            bar = data["bar"]
+            load = data.get("load")
+            return cls(
+                name=data["name"],
+                description=data.get("description", ""),
+                bar=Bar(bar["kind"], float(bar["value"])),
+                runs=int(data["runs"]),
+                anchor=[float(t) for t in data["anchor"]["times"]],
+                subject=[float(t) for t in data["subject"]["times"]],
+                warmup=data.get("warmup", {}),
+                order=data.get("order", []),
+                started_at=data.get("started_at", ""),
+                details=Details(
+                    figures=dict(data.get("figures") or {}),
+                    checks=[Check.from_json(c) for c in data.get("checks") or []],
+                    distributions={k: [float(v) for v in vs]
+                                   for k, vs in (data.get("distributions") or {}).items()},
+                    notes=list(data.get("notes") or []),
+                ),
+                load=(float(load[0]), float(load[1]), float(load[2])) if load else None,
+                machine=data.get("machine"),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(
+                f"not a benchmark result (as Result.to_json writes it): {exc!r}"
+            ) from None
 
 
 class _Driver:
@@ -236,9 +368,9 @@ class _Driver:
         gc.collect()
         if inspect.iscoroutinefunction(fn):
             return float(self._loop().run(_timed_async(fn)))
-        start = time.perf_counter()
+        start = clock()
         result = fn()
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if inspect.isawaitable(result):
             # Its time would leave out the awaiting; an `async def` is timed inside the loop.
             if inspect.iscoroutine(result):
@@ -261,9 +393,9 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 
 async def _timed_async(fn: Callable[[], Awaitable[object]]) -> float:
-    start = time.perf_counter()
+    start = clock()
     await fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def run_benchmark(bench: Benchmark, runs: int = DEFAULT_RUNS) -> Result:
@@ -271,13 +403,21 @@ def run_benchmark(bench: Benchmark, runs: int = DEFAULT_RUNS) -> Result:
     if runs < MIN_RUNS:
         raise ValueError(f"runs must be at least {MIN_RUNS}, got {runs!r}")
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    load = load_average()
     driver = _Driver()
     try:
         ctx = driver.call(bench.setup)
         if not isinstance(ctx, Context):
             raise TypeError(f"setup of {bench.name!r} must return a Context, got {ctx!r}")
         try:
-            return _measure(bench, ctx, driver, runs, started_at)
+            result = _measure(bench, ctx, driver, runs, started_at)
+            result.load = load
+            if ctx.details is not None:
+                details = driver.call(ctx.details)
+                if not isinstance(details, Details):
+                    raise TypeError(f"details of {bench.name!r} must be Details, got {details!r}")
+                result.details = details
+            return result
         finally:
             if ctx.close is not None:
                 driver.call(ctx.close)
@@ -318,45 +458,6 @@ def _measure(bench: Benchmark, ctx: Context, driver: _Driver, runs: int, started
     )
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "sqlite": sqlite3.sqlite_version,
-        "plasma_nb": _plasma_nb_version(),
-        "git_commit": _git_commit(),
-    }
-
-
-def _plasma_nb_version() -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version("plasma-nb")
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
-
-
 def write_json(result: Result, directory: Path, machine: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{result.name}.json"
@@ -389,20 +490,27 @@ TABLE_HEADER = (
 def format_table(results: Iterable[Result]) -> str:
     rows = [TABLE_HEADER]
     for r in results:
-        verdict = "PASS" if r.passed else "MISS"
         ratio = f"{r.ratio:.2f}"
-        rows.append((r.name, _fmt_side(r.anchor), _fmt_side(r.subject), ratio, str(r.bar), verdict))
+        rows.append(
+            (r.name, _fmt_side(r.anchor), _fmt_side(r.subject), ratio, str(r.bar), r.verdict)
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
 
 
-def format_machine(machine: dict[str, Any]) -> str:
-    return (
-        f"{machine['platform']}, {machine['cpu_count']} CPUs, "
-        f"Python {machine['python']} ({machine['implementation']}), SQLite {machine['sqlite']}"
-    )
+def format_details(details: Details) -> list[str]:
+    """The lines run_all prints under a benchmark: its figures and checks."""
+    lines = [f"  {name}: {_fmt_figure(value)}" for name, value in details.figures.items()]
+    lines += [f"  check {check}: {'pass' if check.passed else 'MISS'}" for check in details.checks]
+    return lines
+
+
+def _fmt_figure(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 @dataclass
@@ -410,6 +518,7 @@ class Report:
     machine: dict[str, Any]
     results: list[Result]
     errors: dict[str, BaseException]
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -422,25 +531,38 @@ def run_all(
     runs: int = DEFAULT_RUNS,
     json_dir: Path | None = None,
     out: TextIO = sys.stdout,
+    runner: Callable[[Benchmark, int], Result] | None = None,
 ) -> Report:
-    """Run each benchmark, write its JSON, then print the table; a failing one is reported."""
+    """Run each benchmark, write its JSON, then print the table; a failing one is reported.
+
+    ``runner(bench, runs)`` runs one benchmark (default :func:`run_benchmark`, in this
+    process; ``benchmarks/isolation.py`` runs each in a process of its own)."""
+    run_one = runner or (lambda bench, n: run_benchmark(bench, runs=n))
     report = Report(machine=machine_info(), results=[], errors={})
     print(format_machine(report.machine), file=out)
     print(f"{runs} timed runs per side after one warmup run each\n", file=out, flush=True)
     for bench in benches:
         print(f"running {bench.name} ...", file=out, flush=True)
         try:
-            result = run_benchmark(bench, runs=runs)
+            result = run_one(bench, runs)
+        except Skipped as exc:
+            print(f"  skipped: {exc}", file=out, flush=True)
+            report.skipped[bench.name] = str(exc)
+            continue
         except Exception as exc:
             traceback.print_exc(file=out)
             report.errors[bench.name] = exc
             continue
         report.results.append(result)
+        for line in format_details(result.details):
+            print(line, file=out, flush=True)
         if json_dir is not None:
             path = write_json(result, json_dir, report.machine)
             print(f"  wrote {path}", file=out, flush=True)
     print("", file=out)
     print(format_table(report.results), file=out)
+    for name, reason in report.skipped.items():
+        print(f"{name}: SKIPPED {reason}", file=out)
     for name, error in report.errors.items():
         print(f"{name}: ERROR {type(error).__name__}: {error}", file=out)
     out.flush()

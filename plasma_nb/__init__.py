@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.errors import (
+    AccessDenied,
     ClientStateNotFound,
     MutationError,
     MutatorError,
@@ -36,6 +37,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Client",
+    "AccessDenied",
     "ClientStateNotFound",
     "Context",
     "MutationError",

@@ -11,6 +11,7 @@ from ..core.errors import MutatorError, SchemaError, StorageClosed, SyncError, U
 from ..core.mutators import Mutators
 from ..core.query import Select
 from ..core.schema import Schema, Table
+from . import tabs
 from .backoff import Clock, SystemClock
 from .blob_cache import make_blob_cache
 from .blobs import Blobs, BlobSync
@@ -209,9 +210,12 @@ async def connect(
         the_clock = clock or SystemClock()
         replica = Replica(store, schema)
         try:
-            reshaped = await replica.open()
-            sync = Synchronizer(replica, mutators, now_ms=the_clock.now_ms)
-            sync.start(reshaped=reshaped)
+            # Exclusive: other tabs sharing an IndexedDB database wait while this one
+            # loads and registers (storage.exclusive(); a no-op for other backends).
+            async with store.exclusive():
+                reshaped = await replica.open()
+                sync = Synchronizer(replica, mutators, now_ms=the_clock.now_ms)
+                sync.start(reshaped=reshaped)
             the_transport = _transport(url, token, transport)
         except BaseException:
             await replica.close()
@@ -219,6 +223,7 @@ async def connect(
         engine = Engine(replica, sync, the_transport, url=url, clock=the_clock,
                         options=options, loop=runner.loop)
         engine.blobs = BlobSync(engine, make_blob_cache(store))
+        tabs.attach(engine)
         engine.start()
         return engine
 

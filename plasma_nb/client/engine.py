@@ -15,11 +15,13 @@ import datetime as _dt
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.errors import (
+    AccessDenied,
     ClientStateNotFound,
     MutationError,
     PlasmaError,
@@ -33,9 +35,9 @@ from .handle import MutationHandle
 from .outcome import Outcome, call_soon
 from .pokes import PokeListener
 from .replica import Replica
-from .status import Status
+from .status import PullProgress, Status
 from .synchronizer import Synchronizer
-from .transport import Response, Transport, TransportError
+from .transport import Progress, Response, Transport, TransportError
 from .versions import explain
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "Options", "RetryLater"]
 
 logger = logging.getLogger("plasma_nb.client")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ class RetryLater(SyncError):
 
 #: How often a client with subscribers looks for other processes' commits to its file.
 WATCH_INTERVAL = 0.1
+#: Verdicts kept for handles not registered yet (see settle()); only a race leaves any.
+UNCLAIMED_KEPT = 1024
+_NONE: Any = object()
+#: How long status() waits for the replica before answering with its figures from just
+#: before the transaction that holds it (a large pull).
+STATUS_WAIT = 0.05
 
 LOCAL_ONLY = (
     "this client is local only (connect() without a URL): no server confirms its "
@@ -96,6 +106,7 @@ class Engine:
         )
         self._confirmations: dict[int, Outcome[None]] = {}
         self._confirmations_lock = threading.Lock()
+        self._unclaimed: dict[int, str | None] = {}  # verdicts that came before their handle
         self._cycle_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         # Set while online: the poke listener waits on it, so online() resumes
@@ -109,6 +120,7 @@ class Engine:
         self._push_due = 0.0
         self._next_periodic = 0.0
         self._push_limit = 1000
+        self._push_room = 1000  # mutations per push for now: halved after a push got no answer
         self._described = False
         self._server: dict[str, Any] | None = None  # what GET /sync/schema said
         self._offline = False
@@ -121,6 +133,8 @@ class Engine:
         self.connected = False
         self.last_push: _dt.datetime | None = None
         self.last_pull: _dt.datetime | None = None
+        self.pulling: PullProgress | None = None  # read by status() from any thread
+        self._replica_view: tuple[str, str, str | None, int | None, int] | None = None
         self.errors: deque[str] = deque(maxlen=10)
         self.last_error: str | None = None
 
@@ -162,6 +176,11 @@ class Engine:
                 self.replica.watch((), self.clock.now_ms())
             except PlasmaError as exc:
                 logger.warning("could not unregister from the journal: %s", exc)
+        try:  # tabs sharing IndexedDB: write what waits while the replica is still open
+            async with self.replica.storage.exclusive():
+                pass
+        except PlasmaError as exc:
+            logger.warning("could not write the last commits: %s", exc)
         await self.replica.close()
 
     # -- local mutations (any thread) ------------------------------------------------
@@ -175,7 +194,11 @@ class Engine:
             confirmed.set_exception(self._halted)  # kept in the outbox; no server will say
         else:
             with self._confirmations_lock:
-                self._confirmations[local.seq] = confirmed
+                early = self._unclaimed.pop(local.seq, _NONE)
+                if early is _NONE:
+                    self._confirmations[local.seq] = confirmed
+            if early is not _NONE:
+                _verdict(confirmed, early)
         self.subscribers.notify(local.write.change)
         if self.transport is not None:
             call_soon(self.loop, self.want_push)
@@ -268,7 +291,7 @@ class Engine:
             self._record(exc)
             self.connected = not isinstance(exc, TransportError)
             return self.backoff.next_delay(getattr(exc, "retry_after", None))
-        except VersionNotSupported:
+        except (VersionNotSupported, AccessDenied):
             return None  # cycle() stopped syncing and recorded why
         except (PlasmaError, ValueError) as exc:
             self._record(exc)
@@ -293,15 +316,29 @@ class Engine:
                         await self.blobs.upload_queued()
                 except ClientStateNotFound:
                     logger.warning("the server lost client group %s: starting a new one", group)
-                    self.sync.recover(group)
+                    await self._locked(self.sync.recover, group)
                     push = pull = True
                     continue
                 except VersionNotSupported as exc:
                     raise await self._halt(exc) from None
+                except AccessDenied as exc:
+                    self._stop(exc)
+                    raise
                 self.connected = True
                 self.last_error = None
                 return
             raise SyncError("the server keeps answering ClientStateNotFound")
+
+    async def _locked(self, step: Callable[..., _T], *args: Any) -> _T:
+        """Run one step of the sync state machine holding the storage's write lock.
+
+        Tabs sharing an IndexedDB database take turns there, each caught up with the
+        others' writes first (a no-op for other storage). Every read of what to push
+        and every write but a local mutation goes through here; the network round
+        trips and blob uploads between them hold no lock.
+        """
+        async with self.replica.storage.exclusive():
+            return step(*args)
 
     async def _describe(self) -> None:
         response = await self._send("GET", "/sync/schema", None, allow={404})
@@ -314,35 +351,53 @@ class Engine:
         if isinstance(limits, dict) and isinstance(limits.get("maxMutationsPerPush"), int):
             self._push_limit = max(1, min(1000, limits["maxMutationsPerPush"]))
         user = body.get("user")
-        self.sync.set_user(user if isinstance(user, str) else None)
+        await self._locked(self.sync.set_user, user if isinstance(user, str) else None)
 
     async def _push_all(self) -> int:
         sent, after = 0, 0
         while True:
-            batch = self.sync.push_request(after_seq=after, limit=self._push_limit)
+            limit = min(self._push_limit, self._push_room)
+            batch = await self._locked(
+                partial(self.sync.push_request, after_seq=after, limit=limit))
             if batch is None:
                 break
             if self.blobs is not None:
                 # The blobs these mutations store go up first: the server refuses (409) a
                 # row naming a blob it lacks. On a 409 all the same, upload and push again.
                 await self.blobs.before_push(batch.request.mutations)
-            response = await self._send("POST", "/sync/push", batch.request.to_json(),
-                                        allow={409} if self.blobs is not None else frozenset())
+            try:
+                response = await self._send(
+                    "POST", "/sync/push", batch.request.to_json(),
+                    allow={409} if self.blobs is not None else frozenset())
+            except TransportError:
+                # No answer, perhaps a timeout on a slow server: until the outbox is
+                # through, pushes carry half as many, so a long outbox cannot keep
+                # outrunning the timeout.
+                self._push_room = max(1, len(batch.entries) // 2)
+                raise
             if response.status == 409:
                 assert self.blobs is not None
                 await self.blobs.missing(response.body)
                 continue
-            self.sync.push_done(batch, parse_push_response(response.body))
+            await self._locked(self.sync.push_done, batch, parse_push_response(response.body))
             after = batch.last_seq
             sent += len(batch.entries)
+        self._push_room = self._push_limit  # the outbox is through: full size again
         if sent:
             self.last_push = _dt.datetime.now(_dt.UTC)
         return sent
 
     async def _pull(self) -> None:
         request = self.sync.pull_request()
-        response = await self._send("POST", "/sync/pull", request.to_json())
-        result = self.sync.pull_done(request, parse_pull_response(response.body))
+        try:
+            self.pulling = PullProgress("download", 0, None)
+            response = await self._send("POST", "/sync/pull", request.to_json(),
+                                        progress=self._downloading)
+            parsed = parse_pull_response(response.body)
+            self.pulling = PullProgress("apply", 0, len(parsed.patch))
+            result = await self._locked(self.sync.pull_done, request, parsed)
+        finally:
+            self.pulling = None
         self.last_pull = _dt.datetime.now(_dt.UTC)
         if not result.applied:
             self.want_pull()  # another process moved the replica on: ask again
@@ -351,11 +406,18 @@ class Engine:
         self.settle((v.seq, v.error) for v in result.verdicts)
         self.settle_from_replica()
 
+    def _downloading(self, received: int, total: int | None) -> None:
+        self.pulling = PullProgress("download", received, total)
+
     async def _send(
-        self, method: str, path: str, body: Any, *, allow: frozenset[int] | set[int] = frozenset()
+        self, method: str, path: str, body: Any, *, allow: frozenset[int] | set[int] = frozenset(),
+        progress: Progress | None = None,
     ) -> Response:
         assert self.transport is not None
-        response = await self.transport.request(method, path, json=body)
+        if progress is None:
+            response = await self.transport.request(method, path, json=body)
+        else:
+            response = await self.transport.request(method, path, json=body, progress=progress)
         status = response.status
         if status == 200 or status in allow:
             return response
@@ -364,6 +426,8 @@ class Engine:
             message += f": {response.body['message']}"
         if status in (408, 429) or status >= 500:
             raise RetryLater(message, status, response.retry_after)
+        if status in (401, 403):
+            raise AccessDenied(_refusal(message, status, self.sync.client_group_id), status)
         raise SyncError(message)
 
     # -- verdicts ----------------------------------------------------------------------
@@ -372,12 +436,15 @@ class Engine:
         for seq, error in verdicts:
             with self._confirmations_lock:
                 outcome = self._confirmations.pop(seq, None)
-            if outcome is None:
-                continue
-            if error is None:
-                outcome.set_result(None)
-            else:
-                outcome.set_exception(MutationError(error))
+                if outcome is None:
+                    # In CPython a mutate() on the caller's thread may commit, and the
+                    # engine's thread push and pull its entry, before that mutate()
+                    # registers its handle: keep the verdict for it (mutate() looks).
+                    self._unclaimed[seq] = error
+                    if len(self._unclaimed) > UNCLAIMED_KEPT:
+                        del self._unclaimed[next(iter(self._unclaimed))]
+                    continue
+            _verdict(outcome, error)
 
     async def _halt(self, exc: VersionNotSupported) -> VersionNotSupported:
         """Retrying cannot help: this client needs an upgrade (or the server a downgrade).
@@ -387,10 +454,14 @@ class Engine:
         except (PlasmaError, TransportError):
             pass
         halted = explain(exc, schema_version=self.sync.schema.version, server=self._server)
+        self._stop(halted)
+        return halted
+
+    def _stop(self, halted: SyncError) -> None:
+        """Sync stops for good: record why, and tell every handle waiting on the server."""
         self._record(halted)
         self._halted = halted
         self._fail_confirmations(halted)
-        return halted
 
     def _fail_confirmations(self, exc: SyncError) -> None:
         """Sync stopped for good: the handles waiting on the server learn why."""
@@ -440,8 +511,9 @@ class Engine:
         while not self._closed:
             await asyncio.sleep(self.options.heartbeat_interval)
             try:
-                self.sync.heartbeat()
-                self.settle_from_replica()
+                async with self.replica.storage.exclusive():
+                    self.sync.heartbeat()
+                    self.settle_from_replica()
             except PlasmaError as exc:
                 self._record(exc)
 
@@ -457,24 +529,38 @@ class Engine:
         if self._offline and pokes in ("connected", "disconnected"):
             # offline() holds at once; the socket closes on the loop's next iteration.
             pokes, pokes_detail = "disconnected", "offline"
-        with self.replica.lock:
-            return Status(
-                url=self.url,
-                storage=self.replica.storage.describe(),
-                client_group_id=self.sync.client_group_id,
-                client_id=self.sync.client_id,
-                cookie=self.sync.cookie,
-                pending=self.sync.pending(),
-                offline=self._offline,
-                connected=self.connected,
-                pokes=pokes,
-                last_push=self.last_push,
-                last_pull=self.last_pull,
-                last_error=self.last_error,
-                errors=tuple(self.errors),
-                user=self.sync.user,
-                pokes_detail=pokes_detail,
-            )
+        # A large pull holds the replica for seconds; a progress bar polling status()
+        # meanwhile gets the replica's figures from just before it, rather than waiting.
+        held = self.replica.lock.acquire(timeout=STATUS_WAIT)
+        if not held and self._replica_view is None:
+            held = self.replica.lock.acquire()  # the first status() has nothing else to say
+        if held:
+            try:
+                self._replica_view = (
+                    self.replica.storage.describe(), self.sync.client_group_id,
+                    self.sync.client_id, self.sync.cookie, self.sync.pending())
+            finally:
+                self.replica.lock.release()
+        assert self._replica_view is not None
+        storage, group, client_id, cookie, pending = self._replica_view
+        return Status(
+            url=self.url,
+            storage=storage,
+            client_group_id=group,
+            client_id=client_id,
+            cookie=cookie,
+            pending=pending,
+            offline=self._offline,
+            connected=self.connected,
+            pokes=pokes,
+            last_push=self.last_push,
+            last_pull=self.last_pull,
+            pulling=self.pulling,
+            last_error=self.last_error,
+            errors=tuple(self.errors),
+            user=self.sync.user,
+            pokes_detail=pokes_detail,
+        )
 
     @property
     def offline(self) -> bool:
@@ -497,3 +583,24 @@ async def _wait_event(event: asyncio.Event, within: float) -> None:
         await asyncio.wait({waiter}, timeout=max(within, 0.0))
     finally:
         waiter.cancel()
+
+
+_KEPT = ("Sync has stopped; pending mutations stay in the local outbox and are pushed by the "
+         "first client that opens this database with a token the server accepts.")
+
+
+def _refusal(message: str, status: int, group: str) -> str:
+    """Why a 401 or 403 stops sync, and what the user can do about it."""
+    if status == 401:
+        return (f"the server refused this client's credentials ({message}). Connect again "
+                f"with a token the server accepts (token=...). {_KEPT}")
+    return (f"the server refused this client ({message}). Connect with the token of the "
+            f"user who owns client group {group}, or open another local database "
+            f"(name=...). {_KEPT}")
+
+
+def _verdict(outcome: Outcome[None], error: str | None) -> None:
+    if error is None:
+        outcome.set_result(None)
+    else:
+        outcome.set_exception(MutationError(error))

@@ -3,6 +3,13 @@
 Browser networking is asynchronous on the page's loop, so nothing here blocks
 or needs threads. Only strings cross into JavaScript: bodies go out as JSON
 text and come back as text, decoded with the protocol's strict decoder.
+
+A fetch the browser refuses tells the page nothing but "Failed to fetch": the
+server may be down, or it may have answered without allowing the page's origin
+(CORS). When the server is on another origin, a ``no-cors`` probe of ``/healthz``
+tells the two apart: its answer is opaque, but that it arrives at all shows the
+server is up, so the refusal was (most likely) CORS, and ``OriginRefused`` says
+which ``--cors-origin`` to start the server with.
 """
 
 from __future__ import annotations
@@ -10,12 +17,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from ..core.errors import ProtocolError
 from ..core.protocol import dumps, loads_strict
 from .transport import (
+    OriginRefused,
     PokesUnavailable,
+    Progress,
     Response,
     TransportError,
     WebSocketConnection,
@@ -26,6 +35,9 @@ from .transport import (
 __all__ = ["FetchTransport"]
 
 _CLOSED = object()
+#: How long the probe that tells a down server from a CORS refusal may take.
+PROBE_TIMEOUT = 5.0
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class FetchTransport:
@@ -37,10 +49,9 @@ class FetchTransport:
         self._timeout = timeout
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
     ) -> Response:
-        from pyodide.http import pyfetch
-
         url = join_url(self.url, path)
         if params:
             url += "?" + urlencode(dict(params))
@@ -51,10 +62,10 @@ class FetchTransport:
         if json is not None:
             headers["content-type"] = "application/json"
             options["body"] = dumps(json).decode("utf-8")
+        answer = await self._fetch(url, self._timeout, **options)
         try:
-            answer = await asyncio.wait_for(pyfetch(url, **options), self._timeout)
-            text = await answer.string()
-        except Exception as exc:  # a JsException or OSError: no answer arrived
+            text = await (answer.string() if progress is None else _read_text(answer, progress))
+        except Exception as exc:  # the connection broke while the body came
             raise TransportError(f"{method} {url}: {exc}") from exc
         body = None
         if text:
@@ -69,7 +80,6 @@ class FetchTransport:
         self, path: str, body: bytes | AsyncIterable[bytes], *, size: int
     ) -> Response:
         from pyodide.ffi import to_js
-        from pyodide.http import pyfetch
 
         if not isinstance(body, bytes):  # fetch takes one buffer (streamed bodies need HTTP/2)
             body = b"".join([chunk async for chunk in body])
@@ -79,9 +89,9 @@ class FetchTransport:
             headers["authorization"] = f"Bearer {self.token}"
         # At least 256 KiB/s before giving up on a large body.
         timeout = max(self._timeout, size / (256 * 1024))
+        answer = await self._fetch(url, timeout, method="PUT", headers=headers,
+                                   body=to_js(body))
         try:
-            answer = await asyncio.wait_for(
-                pyfetch(url, method="PUT", headers=headers, body=to_js(body)), timeout)
             text = await answer.string()
         except Exception as exc:
             raise TransportError(f"PUT {url}: {exc}") from exc
@@ -91,15 +101,12 @@ class FetchTransport:
         self, path: str, write: Callable[[bytes], object], *,
         started: Callable[[int | None], object] | None = None,
     ) -> Response:
-        from pyodide.http import pyfetch
-
         url = join_url(self.url, path)
         headers = {}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
+        answer = await self._fetch(url, self._timeout, method="GET", headers=headers)
         try:
-            answer = await asyncio.wait_for(pyfetch(url, method="GET", headers=headers),
-                                            self._timeout)
             status = int(answer.status)
             if 200 <= status < 300:
                 data = bytes(await answer.bytes())
@@ -141,7 +148,8 @@ class FetchTransport:
             if not opened.done():
                 # The browser hides the HTTP status of a refused upgrade: treat an
                 # immediate close as "no poke socket here" and let the engine poll.
-                opened.set_exception(PokesUnavailable(f"WebSocket {shown} closed at once"))
+                opened.set_exception(PokesUnavailable(f"WebSocket {shown} closed at once"
+                                                      + self._origin_hint()))
             queue.put_nowait(_CLOSED)
 
         proxies = [create_proxy(f) for f in (on_open, on_message, on_close)]
@@ -163,6 +171,88 @@ class FetchTransport:
 
     async def aclose(self) -> None:
         return None
+
+    # -- when no answer came --------------------------------------------------------------
+
+    async def _fetch(self, url: str, within: float, **options: Any) -> Any:
+        """``pyfetch``, raising the TransportError that says best why no answer came."""
+        from pyodide.http import pyfetch
+
+        method = options.setdefault("method", "GET")
+        try:
+            return await asyncio.wait_for(pyfetch(url, **options), within)
+        except TimeoutError as exc:
+            raise TransportError(f"{method} {url}: no answer in {within:g} s") from exc
+        except Exception as exc:  # a JsException or OSError ("Failed to fetch")
+            raise await self._no_answer(f"{method} {url}", exc) from exc
+
+    async def _no_answer(self, what: str, exc: Exception) -> TransportError:
+        page, server = page_origin(), origin_of(self.url)
+        if page is None or server is None or page == server:
+            return TransportError(f"{what}: {exc}")  # no CORS involved: down or unreachable
+        if (page.startswith("https:") and server.startswith("http:")
+                and not _loopback(server)):
+            return TransportError(
+                f"{what}: {exc}: this page ({page}) is served over https, and browsers block "
+                f"its calls to an http:// server (mixed content): serve {server} over https")
+        if await self._answers():
+            return OriginRefused(what, server=self.url, page=page)
+        return TransportError(f"{what}: {exc}: the server is down or unreachable from here")
+
+    async def _answers(self) -> bool:
+        """Whether the server answers a ``no-cors`` GET of ``/healthz`` (any answer)."""
+        from pyodide.http import pyfetch
+
+        try:
+            await asyncio.wait_for(
+                pyfetch(join_url(self.url, "/healthz"), method="GET", mode="no-cors",
+                        cache="no-store"),
+                PROBE_TIMEOUT)
+        except Exception:
+            return False
+        return True
+
+    def _origin_hint(self) -> str:
+        page, server = page_origin(), origin_of(self.url)
+        if page is None or server is None or page == server:
+            return ""
+        return (f" (a server that does not allow this page's origin {page} refuses it: "
+                f"start it with --cors-origin {page})")
+
+
+def page_origin() -> str | None:
+    """The origin of the page this kernel runs for (None outside a browser)."""
+    import js
+
+    location = getattr(js, "location", None)
+    origin = getattr(location, "origin", None) if location is not None else None
+    text = str(origin) if origin is not None else ""
+    return text if text.startswith(("http://", "https://")) else None
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of ``url`` as browsers write origins (no default port)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _loopback(origin: str) -> bool:
+    # Browsers let an https page call these over http (potentially trustworthy origins).
+    host = urlsplit(origin).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(
+        ".localhost")
 
 
 def _response(status: int, text: str, headers: Any) -> Response:
@@ -200,3 +290,26 @@ def _dispose(ws: Any, proxies: list[Any]) -> None:
     ws.close()
     for p in proxies:
         p.destroy()
+
+
+async def _read_text(answer: Any, progress: Progress) -> str:
+    """A fetch answer's body as text, read chunk by chunk so that ``progress`` hears
+    how much arrived (the browser gives no other way to watch a download)."""
+    length = str(dict(answer.headers).get("content-length", ""))
+    total = int(length) if length.isdigit() else None
+    stream = answer.js_response.body
+    progress(0, total)
+    if stream is None:  # an empty body
+        return ""
+    reader = stream.getReader()
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        step = await reader.read()
+        if step.done:
+            break
+        chunk = step.value.to_bytes()
+        chunks.append(chunk)
+        received += len(chunk)
+        progress(received, total)
+    return b"".join(chunks).decode("utf-8")

@@ -17,6 +17,7 @@ from ..core.errors import ProtocolError
 from ..core.protocol import dumps, loads_strict
 from .transport import (
     PokesUnavailable,
+    Progress,
     Response,
     TransportError,
     WebSocketConnection,
@@ -54,7 +55,8 @@ class HttpxTransport:
         return headers
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
     ) -> Response:
         headers = self._headers()
         content = None
@@ -62,15 +64,23 @@ class HttpxTransport:
             content = dumps(json)
             headers["content-type"] = "application/json"
         try:
-            answer = await self._http().request(
-                method, path, content=content, params=params, headers=headers
-            )
+            if progress is None:
+                answer = await self._http().request(
+                    method, path, content=content, params=params, headers=headers
+                )
+                data = answer.content
+            else:
+                request = self._http().build_request(
+                    method, path, content=content, params=params, headers=headers
+                )
+                answer = await self._http().send(request, stream=True)
+                data = await _read(answer, progress)
         except httpx.HTTPError as exc:
             raise TransportError(f"{method} {self.url}{path}: {type(exc).__name__}: {exc}") from exc
         body = None
-        if answer.content:
+        if data:
             try:
-                body = loads_strict(answer.content)
+                body = loads_strict(data)
             except ProtocolError:
                 body = None  # an HTML error page from a proxy, say: the status tells
         return Response(answer.status_code, body, {k.lower(): v for k, v in answer.headers.items()})
@@ -157,3 +167,19 @@ class _Socket:
 
     async def close(self) -> None:
         await self._ws.close()
+
+
+async def _read(answer: httpx.Response, progress: Progress) -> bytes:
+    """The whole body of a streamed answer, telling ``progress`` as it arrives."""
+    length = answer.headers.get("content-length", "")
+    total = int(length) if length.isdigit() else None
+    chunks: list[bytes] = []
+    try:
+        progress(0, total)
+        async for chunk in answer.aiter_bytes():
+            chunks.append(chunk)
+            # Content-Length counts the bytes on the wire (compressed, if so).
+            progress(answer.num_bytes_downloaded, total)
+    finally:
+        await answer.aclose()
+    return b"".join(chunks)

@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import starmap
 from typing import Any
 
 from ..core.protocol import Mutation, MutationErrorInfo
@@ -64,11 +65,6 @@ class Verdict:
 _COLUMNS = "seq, client_id, mutation_id, name, args, timestamp, error"
 
 
-def _entry(row: tuple[Any, ...]) -> Entry:
-    seq, client_id, mutation_id, name, args, timestamp, error = row
-    return Entry(seq, client_id, mutation_id, name, args, timestamp, error)
-
-
 def append(
     w: Write, client_id: str, mutation_id: int, name: str, args_json: str, timestamp: float
 ) -> int:
@@ -85,7 +81,7 @@ def entries(conn: sqlite3.Connection, limit: int | None = None) -> list[Entry]:
     sql = f"SELECT {_COLUMNS} FROM _plasma_outbox ORDER BY seq"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [_entry(row) for row in conn.execute(sql)]
+    return list(starmap(Entry, conn.execute(sql)))  # Entry's fields are the columns
 
 
 def count(conn: sqlite3.Connection) -> int:

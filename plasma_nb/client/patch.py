@@ -32,7 +32,7 @@ from .change import Change
 from .layout import TableInfo
 from .replica import Replica, Row, Write
 
-__all__ = ["BULK_PATCH", "Applied", "apply_patch"]
+__all__ = ["BULK_PATCH", "Applied", "apply_patch", "patch_rows"]
 
 #: From this many operations on, a patch runs without the capture triggers: dropping
 #: and recreating them costs a fraction of a millisecond, a trigger per row a few
@@ -148,6 +148,25 @@ def apply_patch(
     with capture.bypassed(tables):
         _execute(w, replica, runs)
     return applied
+
+
+def patch_rows(replica: Replica, patch: Sequence[PatchOp]) -> set[tuple[str, Any]] | None:
+    """The (table, key) rows of the user's tables that ``patch`` writes, worked out before
+    applying it; None for a patch with a ``clear`` (every row) or a key that is not one
+    (``apply_patch`` then says what is wrong with it)."""
+    rows: set[tuple[str, Any]] = set()
+    for op in patch:
+        if type(op) is ClearOp:
+            return None
+        name, slash, pk_text = op.key.partition("/")  # type: ignore[union-attr]
+        info = replica.tables.get(name)
+        if info is None or info.declared is None:
+            continue  # not a table of this client's: apply_patch ignores it too
+        try:
+            rows.add((name, info.declared._pk_from_text(pk_text)))
+        except MutationError:
+            return None
+    return rows
 
 
 def _execute(w: Write, replica: Replica, runs: Runs) -> None:

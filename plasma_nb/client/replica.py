@@ -28,6 +28,7 @@ from .journal import Journal, create_journal_tables
 from .layout import TableInfo, create_tables
 from .outcome import Outcome
 from .storage.base import CommitRecord, Storage
+from .trace import KeyTypes, key_types
 
 __all__ = ["Replica", "Write"]
 
@@ -44,6 +45,12 @@ class Replica:
         # Reentrant: a subscriber or a mutator run inside a write may read.
         self.lock = threading.RLock()
         self.tables: dict[str, TableInfo] = {}
+        self._user_tables: list[TableInfo] = []
+        #: Each user table's key column and type, for trace.py (set by open()).
+        self.key_types: KeyTypes = {}
+        #: (cookie,) while this process's traces of the pending mutations describe how
+        #: the replica came to be: set by its own rebases (rebase.py).
+        self.traced_cookie: tuple[int | None] | None = None
         self._conn: sqlite3.Connection | None = None
         self._capture: Capture | None = None
         self._decoders: dict[str, Any] = {}
@@ -81,6 +88,8 @@ class Replica:
             self._capture = Capture(conn, captured)
             self._capture.install()
             self._conn = conn
+            self._user_tables = [t for t in self.tables.values() if t.declared is not None]
+            self.key_types = key_types(self.tables)
         for name, t in self.tables.items():
             if t.declared is not None:
                 self._decoders[name] = row_decoder(tuple(t.declared), self.dialect)
@@ -96,7 +105,7 @@ class Replica:
 
     @property
     def user_tables(self) -> list[TableInfo]:
-        return [t for t in self.tables.values() if t.declared is not None]
+        return self._user_tables
 
     def write(self) -> Write:
         return Write(self)

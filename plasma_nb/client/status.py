@@ -6,7 +6,34 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Status"]
+__all__ = ["PullProgress", "Status"]
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """A pull under way, for progress bars: ``phase`` is ``"download"`` while the answer
+    arrives (``done`` of ``total`` bytes; ``total`` is None when the server did not say),
+    then ``"apply"`` while ``total`` changes go into the replica in one transaction."""
+
+    phase: str
+    done: int
+    total: int | None
+
+    @property
+    def fraction(self) -> float | None:
+        """How far along this phase is, from 0 to 1; None when the total is unknown."""
+        if not self.total:
+            return None
+        return min(1.0, self.done / self.total)
+
+    def describe(self) -> str:
+        if self.phase == "download":
+            done = f"{self.done / 1e6:.1f}"
+            if self.total is None:
+                return f"pulling: {done} MB received"
+            return f"pulling: {done} of {self.total / 1e6:.1f} MB"
+        count = "" if self.total is None else f" {self.total:,}"
+        return f"pulling: applying{count} changes"
 
 
 @dataclass(frozen=True)
@@ -31,6 +58,8 @@ class Status:
     #: Why ``pokes`` is not "connected": offline, the server or runtime has no poke
     #: socket, or the last connection failure. None when connected or off.
     pokes_detail: str | None = None
+    #: The pull under way, if any (``%plasma connect`` draws it as a progress bar).
+    pulling: PullProgress | None = None
 
     @property
     def online(self) -> bool:

@@ -21,7 +21,9 @@ from ..core.errors import SyncError
 
 __all__ = [
     "BlobTransport",
+    "OriginRefused",
     "PokesUnavailable",
+    "Progress",
     "Response",
     "Transport",
     "TransportError",
@@ -33,6 +35,21 @@ __all__ = [
 
 class TransportError(SyncError):
     """No answer from the server: it is unreachable, the connection broke, or timed out."""
+
+
+class OriginRefused(TransportError):
+    """A browser withheld the server's answers from this page: the server answers, but
+    (most likely) does not allow the page's origin. Start it with ``--cors-origin``."""
+
+    def __init__(self, what: str, *, server: str, page: str) -> None:
+        self.server = server
+        self.page = page
+        self.advice = (
+            f"The server at {server} answers, but the browser withheld its answers from this "
+            f"page: most likely the server does not allow this page's origin {page} (CORS). "
+            f"Start it with --cors-origin {page}."
+        )
+        super().__init__(f"{what}: {self.advice}")
 
 
 class PokesUnavailable(SyncError):
@@ -74,14 +91,20 @@ class WebSocketConnection(Protocol):
     async def close(self) -> None: ...
 
 
+#: Called as an answer's body arrives: bytes received so far, and the total when the
+#: server said (Content-Length). For progress bars of large pulls.
+Progress = Callable[[int, int | None], object]
+
+
 class Transport(Protocol):
     """What the engine needs from the network."""
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
     ) -> Response:
         """Send one request with a JSON body (if any); raise ``TransportError`` when no
-        answer arrived."""
+        answer arrived. ``progress``, when given, hears how much of the answer arrived."""
 
     async def websocket(self, path: str, params: Mapping[str, str]) -> WebSocketConnection:
         """Open a WebSocket; raise ``PokesUnavailable`` if the server or this transport has

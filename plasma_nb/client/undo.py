@@ -12,6 +12,7 @@ those its replay needs; with nothing left pending it empties the log.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from ..core.dialect import quote
@@ -19,7 +20,8 @@ from .capture import shadow_name
 from .layout import TableInfo, undo_table
 from .replica import Replica, Write
 
-__all__ = ["clear", "forget", "record", "restore", "upsert", "upsert_sql"]
+__all__ = ["clear", "forget", "forget_pre_images", "record", "record_pre_images", "restore",
+           "upsert", "upsert_sql"]
 
 # Everything below is SQL run inside SQLite: a rebase with a thousand pending mutations
 # must not pay Python for each row it takes back.
@@ -37,8 +39,47 @@ def record(w: Write, segment: int, tables: list[TableInfo]) -> None:
         )
 
 
-def restore(w: Write, replica: Replica) -> None:
-    """Undo every pending mutation's effect on the user's tables."""
+def restore(w: Write, replica: Replica, *, bulk: bool = False) -> None:
+    """Undo every pending mutation's effect on the user's tables.
+
+    ``bulk`` (for a long undo log) runs the restore without the capture triggers, and
+    records first, in one statement a table, the pre-images they would have recorded.
+    """
+    if not bulk:
+        _restore(w, replica)
+        return
+    capture = replica._capture
+    assert capture is not None
+    if capture.active:
+        for t in replica.user_tables:
+            _record_restored(w, t)
+    with capture.bypassed(t.name for t in replica.user_tables):
+        _restore(w, replica)
+
+
+def _record_restored(w: Write, t: TableInfo) -> None:
+    """Record the pre-images of the rows a restore writes, as the triggers would: each
+    logged row that exists (deleted or set back), and each that is put back."""
+    log = quote(undo_table(t.name))
+    shadow = shadow_name(t.name)
+    pk = quote(t.key[0])
+    cols = ", ".join(quote(c) for c in t.columns)
+    seg = "(SELECT seg FROM temp._plasma_seg)"
+    # A table of keys alone only deletes: putting back a row that exists changes nothing.
+    which = ' WHERE "_existed" = 0' if len(t.columns) == 1 else ""
+    w.conn.execute(
+        f'INSERT INTO {shadow} ("_seg", "_e", {cols}) SELECT {seg}, 1, {cols} '
+        f"FROM main.{t.quoted} WHERE {pk} IN (SELECT {pk} FROM {log}{which}) "
+        "ON CONFLICT DO NOTHING"
+    )
+    w.conn.execute(
+        f'INSERT INTO {shadow} ("_seg", "_e", {pk}) SELECT {seg}, 0, l.{pk} FROM {log} l '
+        f'WHERE l."_existed" = 1 AND NOT EXISTS (SELECT 1 FROM main.{t.quoted} r '
+        f"WHERE r.{pk} = l.{pk}) ON CONFLICT DO NOTHING"
+    )
+
+
+def _restore(w: Write, replica: Replica) -> None:
     for t in replica.user_tables:
         log = quote(undo_table(t.name))
         pk = quote(t.key[0])
@@ -86,6 +127,43 @@ def upsert_sql(t: TableInfo, names: tuple[str, ...]) -> str:
 def clear(w: Write, replica: Replica) -> None:
     for t in replica.user_tables:
         w.conn.execute(f"DELETE FROM {quote(undo_table(t.name))}")
+
+
+def record_pre_images(
+    w: Write, t: TableInfo, keys: Iterable[Any], *, watched: bool = True, segment: int = 1
+) -> None:
+    """Record in ``segment`` (the current one), as the capture triggers would before a
+    write, the pre-images of the rows of ``t`` with these keys (their values, or "did not
+    exist"): one statement for them all, ahead of writes that run without the triggers.
+
+    Rows the undo log has are left out when nothing else reads the capture (not
+    ``watched``: ``record`` adds nothing for them), or when an earlier segment holds them
+    too (the net change takes each row's earliest pre-image).
+    """
+    cols = ", ".join("j.value" if c == t.key[0] else f"r.{quote(c)}" for c in t.columns)
+    pk = quote(t.key[0])
+    shadow = shadow_name(t.name)
+    where = f"NOT EXISTS (SELECT 1 FROM {quote(undo_table(t.name))} u WHERE u.{pk} = j.value)"
+    if watched:
+        where += (f' OR NOT EXISTS (SELECT 1 FROM {shadow} s WHERE s.{pk} = j.value '
+                  f'AND s."_seg" < {int(segment)})')
+    w.conn.execute(
+        f'INSERT INTO {shadow} ("_seg", "_e", {", ".join(quote(c) for c in t.columns)}) '
+        f"SELECT {int(segment)}, r.{pk} IS NOT NULL, {cols} "
+        f"FROM json_each(?) j LEFT JOIN main.{t.quoted} r ON r.{pk} = j.value "
+        f"WHERE {where} ON CONFLICT DO NOTHING",
+        (json.dumps(list(keys)),),
+    )
+
+
+def forget_pre_images(w: Write, t: TableInfo, segment: int, keys: list[Any]) -> None:
+    """Drop the pre-images recorded in ``segment`` of the rows of ``t`` with those keys
+    (recorded ahead for writes that did not happen after all)."""
+    w.conn.execute(
+        f'DELETE FROM {shadow_name(t.name)} WHERE "_seg" = ? AND {quote(t.key[0])} IN '
+        "(SELECT value FROM json_each(?))",
+        (segment, json.dumps(keys)),
+    )
 
 
 def forget(w: Write, replica: Replica, keys: dict[str, list[Any]]) -> None:

@@ -17,7 +17,8 @@ The hierarchy::
     │   └── StorageClosed
     ├── SyncError              the server answered something the client cannot use
     │   ├── ClientStateNotFound
-    │   └── VersionNotSupported
+    │   ├── VersionNotSupported
+    │   └── AccessDenied       the server refused this client's token (401) or group (403)
     └── ServerError            an HTTP-mapped error inside the server; ``.status``
         ├── BadRequest          400
         ├── Unauthorized        401 (no valid bearer token; sent with WWW-Authenticate)
@@ -34,6 +35,7 @@ plasma_nb. Messages name the offending value and what was expected.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
     "BadRequest",
     "ClientStateNotFound",
     "ConfigError",
@@ -157,6 +159,15 @@ class VersionNotSupported(SyncError):
     def __init__(self, version_type: str, message: str = "") -> None:
         self.version_type = version_type
         super().__init__(message or f"the server does not support this {version_type} version")
+
+
+class AccessDenied(SyncError):
+    """The server refused this client: no valid token (401), or the client group or
+    client id belongs to another user (403). Retrying with the same token cannot help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class ServerError(PlasmaError):

@@ -43,6 +43,7 @@ from ._deps import IN_PYODIDE, has
 from .commands import AWAITED, CommandError, SqlArgs
 from .display import OPTIONS
 from .parameters import bind
+from .progress import watching
 from .values import static_table, text_table
 
 __all__ = ["Connection", "PlasmaMagics", "TextTable"]
@@ -296,6 +297,7 @@ class PlasmaMagics(Magics):
 
     async def connect(self, args: Any) -> None:
         from ..client import connect
+        from ..client.transport import OriginRefused
 
         schema, mutators = self._load_schema(args.schema)
         if args.url is None:
@@ -326,7 +328,10 @@ class PlasmaMagics(Magics):
         note = ""
         if url is not None and self.sync_on_connect:
             try:
-                await client.sync()
+                await watching(client, client.sync())
+            except OriginRefused as exc:
+                note = (f" {exc.advice} Working from the local replica until then; sync "
+                        "goes on in the background.")
             except Exception as exc:
                 note = (f" The server did not answer ({_label(exc)}: {exc}): working from the "
                         "local replica; sync goes on in the background.")
@@ -374,7 +379,7 @@ class PlasmaMagics(Magics):
             raise CommandError(f"{conn.name!r} is local only: there is no server to sync with")
         if status.offline:
             raise CommandError(f"{conn.name!r} is offline: run %plasma online first")
-        await conn.client.sync()
+        await watching(conn.client, conn.client.sync())
         after = conn.client.status()
         print(f"Synced {conn.name!r} with {after.url}: {after.pending} pending.")
 

@@ -56,6 +56,9 @@ def describe(status: Any) -> str:
     if not status.local_only:
         parts.append(f"last push {_iso(status.last_push) or 'never'}")
         parts.append(f"last pull {_iso(status.last_pull) or 'never'}")
+    pulling = getattr(status, "pulling", None)
+    if pulling is not None:
+        parts.append(pulling.describe())
     if status.last_error:
         parts.append(f"last error: {status.last_error}")
     return "plasma: " + " · ".join(parts)

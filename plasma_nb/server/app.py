@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -54,6 +54,7 @@ from .compaction import Compactor
 from .database import open_storage
 from .gate import Gate, SyncGate, caller
 from .limits import ConnectionCounter, RateLimiter
+from .origins import OriginPolicy, canonical_origins
 from .pokes import PokeHub
 from .storage.base import Storage
 
@@ -143,12 +144,13 @@ class _Server:
 
     def __init__(self, schema: Schema, mutators: Mutators, storage: Storage,
                  limits: Limits, blob_store: BlobStore | None = None, *,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, origins: OriginPolicy | None = None) -> None:
         self.schema = schema
         self.mutators = mutators
         self.storage = storage
         self.limits = limits
         self.gate = gate or Gate(None, None)
+        self.origins = origins or OriginPolicy(())
         self.sockets = ConnectionCounter(limits.max_websockets_per_user)
         self.compactor = Compactor(storage, horizon=limits.tombstone_horizon_seconds,
                                    interval=limits.compaction_interval_seconds)
@@ -156,7 +158,8 @@ class _Server:
         if blob_store is not None:
             storage.check_blobs = True
             self.blobs = BlobRoutes(blob_store, storage, max_bytes=limits.max_blob_bytes,
-                                    ready=self.ensure_open)
+                                    ready=self.ensure_open,
+                                    private=self.gate.authenticator is not None)
         self.pokes = PokeHub(storage)
         self._open_lock = asyncio.Lock()
         self._opened = False
@@ -274,6 +277,11 @@ class _Server:
         return await self.blobs.handle(request)
 
     async def websocket(self, websocket: WebSocket) -> None:
+        # Before anything else: CORS does not cover WebSockets (origins.py).
+        refusal = self.origins.refusal(websocket.headers)
+        if refusal is not None:
+            await self.origins.refuse(websocket, refusal)
+            return
         await self.ensure_open()
         admitted = await self.gate.admit_socket(websocket, self.storage, self.sockets)
         if admitted is None:
@@ -296,6 +304,10 @@ def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[
             return _error(BadRequest(str(exc)))
         except ServerError as exc:
             return _error(exc)
+        except ClientDisconnect:
+            # The client left before its whole body arrived (it closed, or its request was
+            # cancelled): nothing was done, and this answer reaches nobody.
+            return Response(status_code=400)
         except Exception:
             logger.exception("unexpected error on %s %s", request.method, request.url.path)
             return JSONResponse(
@@ -336,7 +348,9 @@ def create_app(
     Postgres namespace, default ``public``); ``blobs`` is ``file:DIR`` or
     ``s3://BUCKET?endpoint=URL&region=R`` (None: no blob store, and blob columns
     are not checked; docs/blobs.md); ``site_dir`` also serves a built lite site
-    at ``/``.
+    at ``/``. ``cors_origins`` lists the exact origins (``https://host[:port]``) of
+    pages elsewhere that may call the sync routes and open the poke socket
+    (server/origins.py); a page the server serves itself needs none.
     """
     if not isinstance(schema, Schema):
         raise ConfigError(f"create_app() takes a Schema first, got {schema!r}")
@@ -348,12 +362,13 @@ def create_app(
     blob_store = open_blob_store(blobs) if blobs is not None else None
     if isinstance(cors_origins, str):
         raise ConfigError(f"cors_origins must be a list of origins, got {cors_origins!r}")
+    cors_origins = canonical_origins(cors_origins)
     limits = limits or Limits()
     limiter = (RateLimiter(limits.requests_per_second, limits.request_burst)
                if limits.requests_per_second is not None else None)
     gate = Gate(authenticator, limiter)
     server = _Server(schema, mutators, open_storage(database, schema, mutators),
-                     limits, blob_store, gate=gate)
+                     limits, blob_store, gate=gate, origins=OriginPolicy(cors_origins))
 
     routes: list[Route | WebSocketRoute | Mount] = [
         Route("/sync/push", _guard(server.push), methods=["POST"]),

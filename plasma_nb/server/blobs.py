@@ -11,7 +11,8 @@
   check (push.py): a mutation may store a hash only once the blob is here.
 - ``GET`` and ``HEAD`` answer the bytes with a strong ``ETag`` (the hash), one
   ``Range`` (206, or 416 when it lies outside the blob), ``If-None-Match`` (304) and
-  an immutable cache header: a blob never changes under its hash.
+  an immutable cache header: a blob never changes under its hash (``private``
+  when the server has auth, so that shared caches never serve it without a token).
 
 With auth, any authenticated user may fetch any blob whose hash they know: the
 hash is the capability (docs/blobs.md).
@@ -30,9 +31,18 @@ from ..core.protocol import dumps
 from .blob_store import BlobStore, is_hash
 from .storage.base import Storage
 
-__all__ = ["CACHE_CONTROL", "BlobNotFound", "BlobRoutes", "parse_range"]
+__all__ = [
+    "CACHE_CONTROL",
+    "PRIVATE_CACHE_CONTROL",
+    "BlobNotFound",
+    "BlobRoutes",
+    "parse_range",
+]
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+# With auth, a shared cache (a CDN) must not hand a blob to callers without a token:
+# the browser's own cache may still keep it for good.
+PRIVATE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 
 
 class BlobNotFound(ServerError):
@@ -78,8 +88,9 @@ class BlobRoutes:
     """The handler behind ``/sync/blob/{hash}`` for one blob store and database."""
 
     def __init__(self, store: BlobStore, storage: Storage, *, max_bytes: int,
-                 ready: Callable[[], Awaitable[None]]) -> None:
+                 ready: Callable[[], Awaitable[None]], private: bool = False) -> None:
         self.store = store
+        self.cache_control = PRIVATE_CACHE_CONTROL if private else CACHE_CONTROL
         self.storage = storage
         self.max_bytes = max_bytes
         self._ready = ready  # opens the database (for the known-blobs table)
@@ -118,7 +129,7 @@ class BlobRoutes:
         etag = f'"{hash}"'
         headers = {
             "etag": etag,
-            "cache-control": CACHE_CONTROL,
+            "cache-control": self.cache_control,
             "accept-ranges": "bytes",
         }
         wanted = request.headers.get("range")

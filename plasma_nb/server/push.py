@@ -151,8 +151,6 @@ async def process_push(
     exists, owner, clients = await session.load_state(group_id, client_ids)
     if exists and owner != ctx.user:
         raise Forbidden(f"client group {group_id!r} belongs to another user")
-    if not exists:
-        await session.create_group(group_id, ctx.user)
     for cid, known in clients.items():
         if known.client_group_id != group_id:
             raise Forbidden(f"client {cid!r} belongs to another client group")
@@ -211,6 +209,10 @@ async def process_push(
         processed += 1
 
     if changed:
+        if not exists:
+            # Only now: a push refused before its first mutation ran (an unknown client
+            # starting past 1, a missing blob) must leave nothing behind, not even the group.
+            await session.create_group(group_id, ctx.user)
         await session.save_clients(group_id, changed)
     for cid, ids in skipped.items():
         errors[:0] = await session.load_errors(cid, ids)

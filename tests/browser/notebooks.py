@@ -84,6 +84,58 @@ HOSTED = [
     "%plasma mutate add_todo id=:row_id title='queued while the server was down'",
     "client = %plasma client\n"
     "print('PENDING', client.status().pending)",
+    # 7: what each client's status says about its server (the sync loop's own attempts)
+    "import asyncio\n"
+    "refused = %plasma client --name e2e-refused\n"
+    "hosted = %plasma client --name e2e-hosted\n"
+    "for _ in range(150):\n"
+    "    if (refused.status().last_error and refused.status().pokes == 'unavailable'\n"
+    "            and hosted.status().pokes == 'connected'):\n"
+    "        break\n"
+    "    await asyncio.sleep(0.1)\n"
+    "print('REFUSED ERROR', refused.status().last_error)\n"
+    "print('REFUSED POKES', refused.status().pokes, refused.status().pokes_detail)\n"
+    "print('HOSTED POKES', hosted.status().pokes)",
+]
+
+#: opened in two pages (tabs) of one browser at once: one database, two clients
+TABS = [
+    IMPORTS + "\n"
+    "import asyncio, json\n"
+    "from js import location\n"
+    "client = await plasma.connect(str(location.origin), schema=schema, mutators=mutators,\n"
+    "                              name='e2e-tabs')\n"
+    "live = client.live(select(todos.id, todos.title).order_by(todos.id))\n"
+    "me = client.status().client_id\n"
+    "print('CLIENT', me, client.status().client_group_id)",
+    # 1: a row of this tab's own, durable in IndexedDB
+    "await client.mutate.add_todo(id='tab-' + me, title='from ' + me)\n"
+    "print('MINE', 'tab-' + me)",
+    # 2: both tabs' rows, as this tab's live query shows them (nothing run here but waiting)
+    "for _ in range(300):\n"
+    "    tabs = [r['id'] for r in live.rows if r['id'].startswith('tab-')]\n"
+    "    if len(tabs) == 2:\n"
+    "        break\n"
+    "    await asyncio.sleep(0.1)\n"
+    "print('SEEN', len(tabs))",
+    # 3: (first tab only) a row both tabs then edit
+    "await client.mutate.add_todo(id='shared', title='shared')\n"
+    "print('SHARED')",
+    # 4: wait until the shared row shows here, then rename it
+    "for _ in range(300):\n"
+    "    if any(r['id'] == 'shared' for r in live.rows):\n"
+    "        break\n"
+    "    await asyncio.sleep(0.1)\n"
+    "h = client.mutate.rename(id='shared', title='renamed by ' + me)\n"
+    "await h\n"
+    "print('RENAMED')",
+    # 5: sync, then what this tab holds
+    "await client.sync()\n"
+    "await client.sync()\n"
+    "await h.confirmed\n"
+    "rows = await client.query(select(todos.id, todos.title).order_by(todos.id))\n"
+    "print('ROWS', json.dumps({r['id']: r['title'] for r in rows}, sort_keys=True))\n"
+    "print('PENDING', client.status().pending)",
 ]
 
 NOTEBOOKS = {
@@ -91,6 +143,7 @@ NOTEBOOKS = {
     "e2e_sync.ipynb": SYNC,
     "e2e_magics.ipynb": MAGICS,
     "e2e_hosted.ipynb": HOSTED,
+    "e2e_tabs.ipynb": TABS,
 }
 
 

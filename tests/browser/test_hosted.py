@@ -3,7 +3,9 @@
 ``python -m http.server`` serves the built site on port S (as GitHub Pages or any
 static host would); ``plasma-nb serve`` runs on S+1 with ``--cors-origin`` for the
 site's exact origin, and on S+2 without it. The notebook derives both URLs from
-its own port. Then the sync server on S+1 goes down: a mutation queues in
+its own port. The server on S+2 refuses the page's origin: the notebook says so
+and names the ``--cors-origin`` to add, and its poke socket is refused while the
+one on S+1 opens. Then the sync server on S+1 goes down: a mutation queues in
 IndexedDB, survives a page reload, and reaches the server once it is back, with
 no action from the user.
 """
@@ -83,10 +85,15 @@ def test_hosted_elsewhere_with_cors_offline_reload_and_resync(hosting: Hosting) 
         assert nb.run(0) == ""
         assert nb.run(1) == f"SITE {hosting.site.url}"
 
-        # Without --cors-origin the browser refuses the answers: not a silent failure.
+        # Without --cors-origin the browser withholds the answers, and the notebook says why
+        # and what to do: not a silent failure, not a bare "Failed to fetch".
+        site, plain = hosting.site.url, hosting.without_cors.url
+        advice = (f"The server at {plain} answers, but the browser withheld its answers from "
+                  f"this page: most likely the server does not allow this page's origin {site} "
+                  f"(CORS). Start it with --cors-origin {site}.")
         refused = nb.run(2)
-        assert refused.startswith("Connected 'e2e-refused'"), refused
-        assert "did not answer" in refused and hosting.without_cors.url in refused, refused
+        assert refused.startswith(f"Connected 'e2e-refused' to {plain}: 0 todos; 0 pending. "
+                                  + advice), refused
 
         # With --cors-origin for the site's exact origin: synced at once.
         connected = nb.run(3)
@@ -94,16 +101,37 @@ def test_hosted_elsewhere_with_cors_offline_reload_and_resync(hosting: Hosting) 
                         r"0 pending\.$", connected), connected
         assert QUEUED not in nb.run(4)  # the live table
 
+        # The sync loop says it too, in the status, and backs off; the poke socket checks
+        # Origin against the same list: refused on one server, open on the other.
+        statuses = {}
+        for line in nb.run(7).splitlines():
+            who, what, text = line.split(" ", 2)
+            statuses[f"{who} {what}"] = text
+        error = statuses["REFUSED ERROR"]
+        assert error.startswith("OriginRefused: GET " + plain) and error.endswith(advice), error
+        assert statuses["REFUSED POKES"].startswith(
+            f"unavailable WebSocket {plain.replace('http', 'ws')}/sync/ws closed at once (a "
+            f"server that does not allow this page's origin {site} refuses it"), statuses
+        assert statuses["HOSTED POKES"] == "connected", statuses
+
         hosting.with_cors.stop()
         assert "add_todo" in nb.run(5)  # mutate while the server is down
         nb.wait_for_output(4, re.escape(QUEUED), timeout=30)  # applied locally at once
         assert nb.run(6) == "PENDING 1"
+
+        # Meanwhile the refused client backed off: a few attempts, each a call and the
+        # no-cors probe of /healthz that told CORS from a server that is down, never a spin.
+        to_plain = [u for u in browser.requests.seen if u.startswith(plain + "/")]
+        assert plain + "/healthz" in to_plain, to_plain
+        assert len(to_plain) <= 40, to_plain
 
         nb.reload()  # a new kernel: replica and outbox load back from IndexedDB
         nb.run(0)
         nb.run(1)
         back = nb.run(3)
         assert "1 todos; 1 pending." in back and "did not answer" in back, back
+        # Down, not refused: the no-cors probe got no answer either.
+        assert "Failed to fetch: the server is down or unreachable from here" in back, back
         assert QUEUED in nb.run(4)
         assert nb.run(6) == "PENDING 1"
 

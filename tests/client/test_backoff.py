@@ -87,7 +87,8 @@ class ScriptedTransport:
         self.done = asyncio.Event()
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None,
+        progress: Any = None,
     ) -> Response:
         if path == "/sync/schema":
             return Response(200, {"user": None})

@@ -29,7 +29,8 @@ class FakeServer:
         self.sockets = 0
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None,
+        progress: Any = None,
     ) -> Response:
         if self.down:
             raise TransportError("connection refused")

@@ -137,7 +137,7 @@ async def run(
         patch = patch_of(spec)
         # Pad with puts to a table this client does not have: they change nothing, but
         # make the patch big enough for the bulk ways.
-        if way not in ("small", "untraced"):
+        if way not in ("small", "untraced", "untriggered"):
             patch = [*[PutOp("padding/x", {"id": "x"})] * 300, *patch]
         assert sync.client_id is not None
         if way == "untraced":  # every pending mutator runs again: the reference
@@ -171,10 +171,14 @@ async def run(
 
 
 def run_way(way: str, *args: Any) -> dict[str, Any]:
-    saved = patch_module.BULK_PATCH, rebase_module.apply_patch
+    saved = patch_module.BULK_PATCH, rebase_module.apply_patch, rebase_module.BULK_REPLAY
     try:
+        rebase_module.BULK_REPLAY = 10**9
         if way in ("small", "untraced"):
             patch_module.BULK_PATCH = 10**9
+        elif way == "untriggered":  # a small patch, every replay and restore in bulk
+            patch_module.BULK_PATCH = 10**9
+            rebase_module.BULK_REPLAY = 0
         elif way == "recorded":  # big, never direct: pre-images recorded in bulk
             original = saved[1]
 
@@ -184,7 +188,7 @@ def run_way(way: str, *args: Any) -> dict[str, Any]:
             rebase_module.apply_patch = recorded
         return asyncio.run(run(way, *args))
     finally:
-        patch_module.BULK_PATCH, rebase_module.apply_patch = saved
+        patch_module.BULK_PATCH, rebase_module.apply_patch, rebase_module.BULK_REPLAY = saved
 
 
 @settings(max_examples=80, deadline=None)
@@ -203,13 +207,15 @@ def test_every_way_of_applying_a_patch_agrees(initial, pending, spec, covered, w
     small = run_way("small", *args)
     recorded = run_way("recorded", *args)
     direct = run_way("direct", *args)
+    untriggered = run_way("untriggered", *args)
     if not watched:
-        for result in (untraced, small, recorded, direct):
+        for result in (untraced, small, recorded, direct, untriggered):
             result.pop("change")
             result.pop("again")
     assert small == untraced  # replaying traces is running the mutators
     assert recorded == untraced
     assert direct == untraced
+    assert untriggered == untraced
 
 
 def test_a_big_snapshot_reports_every_row_once():

@@ -177,3 +177,49 @@ async def test_client_state_not_found_against_a_wiped_server_with_auth(server_db
         await second.app.state.plasma.close()
     finally:
         await alice.close()
+
+
+async def test_a_group_owned_by_another_user_stops_sync_with_a_clear_message(
+    server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PLASMA_NB_HOME", str(tmp_path))
+    shared = {"storage": "sqlite", "name": "shared"}
+    alice = await server.connect("alice", **shared)
+    try:
+        alice.mutate.add_note(id="n1", body="alice's")
+        await alice.sync()
+    finally:
+        await alice.close()
+    # Bob opens alice's local database: the client group is hers, the server says 403.
+    bob = await server.connect("bob", **shared)
+    try:
+        h = bob.mutate.add_note(id="n2", body="bob's")
+        with pytest.raises(plasma.AccessDenied, match="belongs to another user") as refused:
+            await bob.sync()
+        assert refused.value.status == 403
+        with pytest.raises(plasma.AccessDenied):
+            await h.confirmed
+        status = bob.status()
+        assert status.pending == 1  # kept in the outbox
+        assert status.last_error is not None and "another user" in status.last_error
+        with pytest.raises(plasma.AccessDenied):  # stopped: no retry loop behind the scenes
+            await bob.sync()
+    finally:
+        await bob.close()
+    assert server_notes(server.db) == {"n1": ("alice's", "alice")}
+
+
+async def test_a_refused_token_stops_sync_and_says_which_option_to_fix(server):
+    intruder = await plasma.connect(
+        "http://server", schema=schema, mutators=mutators, thread=False, storage="memory",
+        pokes=False, token="not-a-token", transport=server.transport, pull_interval=3600)
+    try:
+        h = intruder.mutate.add_note(id="n9", body="sneaky")
+        with pytest.raises(plasma.AccessDenied, match=r"HTTP 401.*token=") as refused:
+            await intruder.sync()
+        assert refused.value.status == 401
+        with pytest.raises(plasma.AccessDenied):
+            await h.confirmed
+    finally:
+        await intruder.close()
+    assert server_notes(server.db) == {}

@@ -4,6 +4,7 @@ on each server backend (SQLite and Postgres, see server_db.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -175,6 +176,64 @@ async def test_a_rejected_mutation_reports_the_servers_message(server: Server):
             k: (v[0], v[1]) for k, v in server.rows().items()
         }
         assert repr(h).endswith("rejected>")
+    finally:
+        await a.close()
+
+
+async def test_a_verdict_that_comes_before_its_handle_still_settles_it(server: Server):
+    a = await server.connect("a", push_delay=3600, pull_interval=3600)
+    try:
+        # In CPython the engine's thread can push, pull and settle an entry between the
+        # caller's local commit and the registration of its handle: play that order.
+        a._engine.settle([(1, None), (2, "the server refuses it")])
+        h1 = a.mutate.add_todo(id="t1", title="one")
+        h2 = a.mutate.add_todo(id="t2", title="two")
+        assert (h1.seq, h2.seq) == (1, 2)
+        assert await asyncio.wait_for(h1.confirmed, 5) is None
+        with pytest.raises(MutationError, match="the server refuses it"):
+            await asyncio.wait_for(h2.confirmed, 5)
+    finally:
+        await a.close()
+
+
+class SlowForBigPushes(httpx.AsyncBaseTransport):
+    """The server as a client sees it when pushes of more than ``most`` mutations take
+    longer than the client waits: they time out (and, here, never reach the server)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, most: int) -> None:
+        self.inner = inner
+        self.most = most
+        self.pushed: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/sync/push":
+            size = len(json.loads(await request.aread())["mutations"])
+            self.pushed.append(size)
+            if size > self.most:
+                raise httpx.ReadTimeout("timed out", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_push_that_times_out_is_sent_again_in_smaller_pieces(server: Server):
+    slow = SlowForBigPushes(server.transport, most=10)
+    a = await plasma.connect("http://server", schema=schema, mutators=mutators, name="a",
+                             thread=False, storage="memory", pokes=False, transport=slow,
+                             push_delay=3600, pull_interval=3600)
+    try:
+        for i in range(40):
+            a.mutate.add_todo(id=f"t{i:02}", title=f"todo {i}")
+        for _ in range(2):  # 40, then 20: no answer
+            with pytest.raises(plasma.SyncError, match="ReadTimeout"):
+                await a.sync()
+        await a.sync()  # 10 at a time, until the outbox is through
+        assert slow.pushed == [40, 20, 10, 10, 10, 10]
+        assert len(server.rows()) == 40 and a.status().pending == 0
+        # Then pushes are full size again.
+        for i in range(40, 52):
+            a.mutate.add_todo(id=f"t{i:02}", title=f"todo {i}")
+        with pytest.raises(plasma.SyncError, match="ReadTimeout"):
+            await a.sync()
+        assert slow.pushed[-1] == 12
     finally:
         await a.close()
 

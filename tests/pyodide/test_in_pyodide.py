@@ -58,7 +58,7 @@ SCHEMA_FILE = REPO / "notebooks" / "todos.py"
 SUPPORT_DISTS = ("pytest", "pluggy", "iniconfig", "packaging", "pygments", "pytest-asyncio")
 
 NPM_TIMEOUT = 300  # a cold `npm ci` downloads ~15 MB
-HARNESS_TIMEOUT = 150  # one Pyodide boot plus every in-Pyodide test; typically ~15 s
+HARNESS_TIMEOUT = 300  # one Pyodide boot (two for test_tabs) plus every in-Pyodide test; ~25 s idle
 SERVER_START_TIMEOUT = 30
 
 INSIDE_MODULES = sorted(p.name for p in INSIDE.glob("test_*.py"))

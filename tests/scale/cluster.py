@@ -46,12 +46,15 @@ class Instance:
     def __repr__(self) -> str:
         return f"<Instance {self.name} {self.url}>"
 
+    def command(self) -> list[str]:
+        return plasma_command("serve", str(APP), "--db", self.db_url, "--host", "127.0.0.1",
+                              "--port", str(self.port), "--log-level", "warning")
+
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                plasma_command("serve", str(APP), "--db", self.db_url, "--host", "127.0.0.1",
-                               "--port", str(self.port), "--log-level", "warning"),
-                env=run_env(), stdout=out, stderr=subprocess.STDOUT, cwd=self.log.parent,
+                self.command(), env=run_env(), stdout=out, stderr=subprocess.STDOUT,
+                cwd=self.log.parent,
             )
 
     def output(self) -> str:

@@ -118,6 +118,8 @@ async def test_a_user_reads_only_what_the_rules_let_them(secure_app, database):
         assert (await bob.get("/sync/schema")).json()["user"] == "bob"
         response = await bob.get(f"/sync/blob/{BLOB_HASH}")
         assert response.status_code == 200 and response.content == BLOB
+        # Behind auth, no shared cache may hand the blob to a caller without a token.
+        assert response.headers["cache-control"] == "private, max-age=31536000, immutable"
         # Read rules do not restrict mutators, which check tx.ctx: bob cannot edit n1.
         pushed = (await bob.post("/sync/push", json=push_body(
             call("cb", 1, "edit_note", id="n1", body="pwned"), group="gb"))).json()

@@ -124,3 +124,39 @@ def test_a_listener_that_leaves_is_forgotten(live):
     assert hub.listener_count == 0
     # Pushing with nobody listening is fine.
     assert live.post("/sync/push", json=push_body(add("c1", 1, "t1"))).json() == {}
+
+
+def test_the_socket_checks_origin_over_a_real_server(serve):
+    """A page's origin must be the server's own or listed with --cors-origin; a client that
+    sends no Origin (not a browser: the CPython client) is let in."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+    from websockets.typing import Origin
+
+    served = serve("--cors-origin", "http://notebook.example:8080")
+    ws_url = served.url.replace("http", "ws", 1) + "/sync/ws?clientGroupID=g1"
+
+    async def poke(origin: str | None) -> dict[str, Any]:
+        async with connect(ws_url, origin=None if origin is None else Origin(origin)) as ws:
+            result: dict[str, Any] = json.loads(await ws.recv())
+            return result
+
+    async def scenario() -> None:
+        for origin in (None, "http://notebook.example:8080", served.url):
+            assert (await poke(origin))["type"] == "poke", origin
+        for origin in ("http://evil.example", "http://notebook.example", "null"):
+            with pytest.raises(InvalidStatus) as refused:
+                await poke(origin)
+            answer = refused.value.response
+            assert answer.status_code == 403, origin
+            body = json.loads(answer.body or b"{}")
+            assert body["error"] == "Forbidden"
+            assert repr(origin) in body["message"] and "--cors-origin" in body["message"]
+        with pytest.raises(InvalidStatus) as refused:
+            await poke("http://evil.example")
+        assert ("start the server with --cors-origin http://evil.example"
+                in json.loads(refused.value.response.body or b"{}")["message"])
+
+    anyio.run(scenario)
+    assert served.interrupt() == 0
+    assert "Traceback" not in served.stderr

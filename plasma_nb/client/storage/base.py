@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -102,6 +103,13 @@ class Storage:
     def persist(self, record: CommitRecord) -> Awaitable[None] | None:
         """Make one committed change durable; None if it already is."""
         raise NotImplementedError
+
+    def exclusive(self) -> AbstractAsyncContextManager[None]:
+        """Hold the database's write lock for a block of writes other than local
+        mutations (a sync cycle, start-up), caught up with the other clients that
+        share it. Backends whose writes need no such lock (SQLite serializes them
+        itself) do nothing."""
+        return nullcontext()
 
     async def close(self) -> None:
         raise NotImplementedError

@@ -8,11 +8,13 @@ are kept under concurrency:
   at the transaction's first write), so versions commit in order and a pull,
   one REPEATABLE READ snapshot, never misses a change that commits later with a
   lower version;
-- a push is one READ COMMITTED transaction: its first round trip is BEGIN plus
-  the version bump, then one query loads the group and its clients, then the
+- a push is one READ COMMITTED transaction on the instance's push connection
+  (postgres_support.py), which begins it in the round trip of the previous push's
+  COMMIT: one statement bumps the version and loads the group and its clients, the
   mutators' own statements run, and the bookkeeping (clients' last mutation ids,
-  recorded errors, NOTIFY) travels with the COMMIT. That is one round trip more
-  than a bare transaction doing the same writes, whatever the number of mutations;
+  recorded errors, NOTIFY) travels with the COMMIT. That is the round trips of a
+  bare transaction doing the same writes, whatever the number of mutations
+  (postgres_push.py);
 - commits anywhere (other instances, ``psql``) NOTIFY ``plasma_poke``
   (``plasma_poke_NAME`` for a schema other than ``public``); one
   dedicated connection LISTENs and reconnects when it is lost;
@@ -55,7 +57,7 @@ from ..rules import VERSION, ReadRules, prior_table
 from . import postgres_sql as sql
 from .base import Compacted, Storage
 from .postgres_push import PostgresPushSession, unavailable
-from .postgres_support import Conn, Listener, Pooled, is_closed, is_transient
+from .postgres_support import Conn, Listener, Pooled, PushConnection, is_closed, is_transient
 
 __all__ = ["PostgresStorage"]
 
@@ -95,20 +97,14 @@ class PostgresStorage(Storage):
         self.min_connections = min_connections
         self.max_connections = max_connections
         self.lock_timeout = lock_timeout
-        # Pushes take turns on the counter's lock anyway: queueing them here first keeps
-        # the pool's other connections free for pulls.
-        self._push_lock = asyncio.Lock()
+        # Pushes take turns on the counter's lock anyway: they run one at a time on a
+        # connection of their own, and the pool's connections stay free for pulls.
+        self._pusher = PushConnection(self._connect_push)
         self._pool: asyncpg.Pool | None = None
         self._listener: Listener | None = None
         self._opened = False
-        setting = sql.literal(sql.version_setting(self.namespace))
-        self._begin_sql = sql.begin_push_sql(self.namespace, int(lock_timeout * 1000))
-        self._load_sql = (
-            f"SELECT 0, NULL::text, NULL::text, current_setting({setting})::bigint "
-            "UNION ALL SELECT 1, NULL, owner, NULL FROM _plasma_client_groups WHERE id = $1 "
-            "UNION ALL SELECT 2, id, client_group_id, last_mutation_id FROM _plasma_clients "
-            "WHERE id = ANY($2::text[])"
-        )
+        self._push_state_sql = sql.push_state_sql(self.namespace)
+        self._load_state_sql = sql.load_state_sql(self.namespace)
         self._pull_sql = {t._name: (*sql.pull_sql(t), _wire_converters(t)) for t in schema}
         self._pk_index = {t._name: list(t._columns).index(t._pk.name) for t in schema}
 
@@ -156,6 +152,7 @@ class PostgresStorage(Storage):
                 lambda: asyncpg.connect(self.url, server_settings=listen_settings),
                 sql.poke_channel(self.namespace),
             )
+            listener.own_pid = self._pusher.pid
             await listener.start()
         except BaseException:
             await pool.close()
@@ -259,6 +256,7 @@ class PostgresStorage(Storage):
         self._opened = False
         if self._listener is not None:
             await self._listener.stop()
+        await self._pusher.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -292,7 +290,7 @@ class PostgresStorage(Storage):
 
     async def push(self, request: PushRequest, ctx: Context, *, limit: int) -> PushOutcome:
         _check_storable(request.client_group_id, *(m.client_id for m in request.mutations))
-        async with self._push_lock:
+        async with self._pusher.lock:
             try:
                 return await self._push(request, ctx, limit, savepoints=False)
             except NeedSavepoints:
@@ -301,30 +299,55 @@ class PostgresStorage(Storage):
     async def _push(
         self, request: PushRequest, ctx: Context, limit: int, *, savepoints: bool
     ) -> PushOutcome:
-        conn = await self._acquire()
+        pusher = self._pusher
+        conn = await pusher.get()
+        session = PostgresPushSession(self, conn, savepoints=savepoints)
+        session.view = self.rules.fingerprint(ctx)
         try:
-            session = PostgresPushSession(self, conn, savepoints=savepoints)
-            session.view = self.rules.fingerprint(ctx)
-            try:
-                await conn.execute(self._begin_sql)
-                outcome = await process_push(session, request, self.mutators, ctx, limit=limit)
-                session.check()
-                script, expected = session.finish_script()
-                status = await conn.execute(script)
-            except BaseException as exc:
-                await self._abandon(conn, exc)
-                if session.failure is not None and isinstance(exc, NeedSavepoints):
-                    raise unavailable(session.failure) from None
-                if isinstance(exc, Exception) and is_transient(exc, conn):
-                    raise unavailable(exc) from None
-                raise
-            if status != expected:
-                raise RuntimeError(f"push transaction ended with {status!r}, not {expected!r}")
-            if outcome.processed:
-                outcome.version = session.version
-            return outcome
-        finally:
-            await self.pool.release(conn)
+            if not pusher.begun:
+                await conn.execute("BEGIN")
+            pusher.begun = False
+            outcome = await process_push(session, request, self.mutators, ctx, limit=limit)
+            session.check()
+            script, expected = session.finish_script(begin=True)
+            status = await conn.execute(script)
+        except BaseException as exc:
+            await self._abandon(conn, exc)
+            if session.failure is not None and isinstance(exc, NeedSavepoints):
+                raise unavailable(session.failure) from None
+            if isinstance(exc, Exception) and is_transient(exc, conn):
+                raise unavailable(exc) from None
+            if isinstance(exc, asyncpg.UniqueViolationError) and session.creates_group:
+                raise unavailable(exc) from None  # the group was created meanwhile
+            raise
+        if status != expected:
+            conn.terminate()  # in an unknown state: the next push connects anew
+            raise RuntimeError(f"push transaction ended with {status!r}, not {expected!r}")
+        pusher.committed()
+        if outcome.processed:
+            outcome.version = session.version
+        return outcome
+
+    @property
+    def push_connection(self) -> asyncpg.Connection | None:
+        """The connection pushes run on (None before the first push or once lost)."""
+        return self._pusher.conn
+
+    async def _connect_push(self) -> asyncpg.Connection:
+        settings = {
+            **self._settings(),
+            "search_path": quote(self.namespace),
+            # A push waits this long at most for a lock (the counter's, a row's).
+            "lock_timeout": str(int(self.lock_timeout * 1000)),
+        }
+        try:
+            return await asyncpg.connect(
+                self.url, server_settings=settings, timeout=self.lock_timeout
+            )
+        except Exception as exc:
+            if is_transient(exc):
+                raise unavailable(exc) from None
+            raise
 
     async def record_blob(self, hash: str, size: int) -> None:
         try:

@@ -1,10 +1,13 @@
 """The push side of the Postgres backend: the mutators' ``tx`` and the push session.
 
-A push costs one round trip more than a bare transaction doing the same writes:
-``BEGIN`` travels with the version bump (which takes the counter's row lock, so
-pushes take turns and each loads the latest committed state), one query loads
-the group and its clients, the mutators' statements run, and the bookkeeping
-(last mutation ids, recorded errors, NOTIFY) travels with the ``COMMIT``.
+A push costs the round trips of a bare transaction doing the same writes (BEGIN, the
+statements, COMMIT), on the instance's push connection (postgres_support.py), which begins its
+next transaction in the round trip of the last COMMIT: the first statement bumps the
+version (taking the counter's row lock, so pushes take turns) and loads the group and
+its clients; the mutators' statements run; the bookkeeping (last mutation ids, recorded
+errors, NOTIFY) travels with the ``COMMIT``. When the first statement's snapshot turns
+out to predate a commit it waited for, the state is loaded again (one more round trip,
+only under contention).
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ class _ServerTransaction(Transaction):
         table = stmt.table
         for value in compiled.params:
             # Checked here: Postgres would reject it and abort the whole transaction.
-            if isinstance(value, str) and ("\x00" in value or _JSON_NUL.search(value)):
+            if isinstance(value, str) and (
+                "\x00" in value or ("\\u0000" in value and _JSON_NUL.search(value))
+            ):
                 raise MutationError(f"{table._name}: text cannot contain NUL characters here")
         plain_insert = isinstance(stmt, Insert) and not stmt.upsert
         # A duplicate key is reported without aborting the transaction, as on SQLite.
@@ -120,11 +125,15 @@ class PostgresPushSession(PushSession):
     async def load_state(
         self, group_id: str, client_ids: list[str]
     ) -> tuple[bool, str | None, dict[str, ClientState]]:
+        rows = await self.conn.fetch(self.storage._push_state_sql, group_id, client_ids)
+        _, _, seen, version = next(row for row in rows if row[0] == 0)
+        if version != int(seen) + 1:
+            # Another transaction committed a version while this one waited for the lock:
+            # the snapshot may miss its clients. Read again, in a fresh snapshot.
+            rows = await self.conn.fetch(self.storage._load_state_sql, group_id, client_ids)
         exists, owner = False, None
         clients: dict[str, ClientState] = {}
-        for kind, cid, group, number in await self.conn.fetch(
-            self.storage._load_sql, group_id, client_ids
-        ):
+        for kind, cid, group, number in rows:
             if kind == 0:
                 self.version = number
             elif kind == 1:
@@ -202,20 +211,30 @@ class PostgresPushSession(PushSession):
         known = {row[0] for row in rows}
         return [h for h in hashes if h not in known]
 
-    def finish_script(self) -> tuple[str, str]:
+    @property
+    def creates_group(self) -> bool:
+        return self._group is not None
+
+    def finish_script(self, *, begin: bool) -> tuple[str, str]:
         """The last round trip: the bookkeeping and COMMIT (or a bare ROLLBACK when
-        nothing was written), with the status it must end with."""
+        nothing was written), then BEGIN if ``begin``, with the status it must end with.
+
+        A failure in the bookkeeping stops the script there, so the status tells how it
+        ended even with BEGIN after the COMMIT."""
+        then = ("; BEGIN", "BEGIN") if begin else ("", "")
         if not self._clients and self._group is None:
-            return "ROLLBACK", "ROLLBACK"
+            return "ROLLBACK" + then[0], then[1] or "ROLLBACK"
         lit = sql.literal
         v = lit(self.version)
         parts = []
         if self._group is not None:
+            # No ON CONFLICT: a group created meanwhile (by a pull, which takes no lock, or
+            # by a push whose snapshot this one's first statement predates) fails the push
+            # with a unique violation, answered 503; the retry checks its owner.
             group_id, owner = self._group
             parts.append(
                 "INSERT INTO _plasma_client_groups (id, owner, created_version, view) "
-                f"VALUES ({lit(group_id)}, {lit(owner)}, {v}, {lit(self.view)}) "
-                "ON CONFLICT (id) DO NOTHING"
+                f"VALUES ({lit(group_id)}, {lit(owner)}, {v}, {lit(self.view)})"
             )
         if self._clients:
             rows = ", ".join(
@@ -246,4 +265,4 @@ class PostgresPushSession(PushSession):
                 "message = excluded.message, version = excluded.version"
             )
         parts.append("COMMIT")
-        return ";\n".join(parts), "COMMIT"
+        return ";\n".join(parts) + then[0], then[1] or "COMMIT"

@@ -20,10 +20,12 @@ from ..rules import ABSENT, PK, VERSION, prior_table
 __all__ = [
     "poke_channel",
     "begin_push_sql",
+    "push_state_sql",
     "prior_ddl",
     "column_def",
     "internal_ddl",
     "literal",
+    "load_state_sql",
     "split_url",
     "trigger_ddl",
     "version_setting",
@@ -165,6 +167,45 @@ def begin_push_sql(schema: str, lock_timeout_ms: int) -> str:
     push loads next is the latest committed one."""
     return (
         f"BEGIN; SET LOCAL lock_timeout = {int(lock_timeout_ms)}; {_bump(schema)}"
+    )
+
+
+def push_state_sql(schema: str) -> str:
+    """A push's first statement, in a transaction already begun: the version bump and
+    the push's state, as rows ``(kind, client id, group or owner, number)``: kind 0 the
+    new version (number) and, as group, the version this statement's snapshot saw;
+    kind 1 the group and its owner; kind 2 each known client, its group and last
+    mutation id. ``$1`` is the group, ``$2`` the client ids.
+
+    The statement reads in a snapshot taken before it waited for the counter's lock: its
+    clients are the latest committed ones only if the new version is the one the snapshot
+    saw plus one (every transaction that moves a client takes a version). Otherwise the
+    caller loads the state again with ``load_state_sql``. (A group created meanwhile
+    without a version makes the push's own INSERT of the group fail instead.)"""
+    s = quote(schema)
+    setting = literal(version_setting(schema))
+    return (
+        f"WITH seen AS (SELECT version FROM {s}._plasma_meta), "
+        f"bumped AS (UPDATE {s}._plasma_meta SET version = version + 1 RETURNING version), "
+        f"cached AS (SELECT set_config({setting}, version::text, true)::bigint AS v "
+        "FROM bumped) "
+        "SELECT 0, NULL::text, seen.version::text, cached.v FROM cached, seen "
+        f"UNION ALL SELECT 1, NULL, owner, NULL FROM {s}._plasma_client_groups WHERE id = $1 "
+        f"UNION ALL SELECT 2, id, client_group_id, last_mutation_id FROM {s}._plasma_clients "
+        "WHERE id = ANY($2::text[])"
+    )
+
+
+def load_state_sql(schema: str) -> str:
+    """The push's state again, in a fresh snapshot (the counter's lock held): rows as
+    ``push_state_sql``'s, kind 0 carrying the transaction's version."""
+    s = quote(schema)
+    setting = literal(version_setting(schema))
+    return (
+        f"SELECT 0, NULL::text, NULL::text, current_setting({setting})::bigint "
+        f"UNION ALL SELECT 1, NULL, owner, NULL FROM {s}._plasma_client_groups WHERE id = $1 "
+        f"UNION ALL SELECT 2, id, client_group_id, last_mutation_id FROM {s}._plasma_clients "
+        "WHERE id = ANY($2::text[])"
     )
 
 

@@ -4,7 +4,8 @@ One writer connection, serialized by an asyncio lock, runs pushes; a reader
 connection serves pulls in one read transaction each; a third connection only
 watches ``PRAGMA data_version`` so that commits from anywhere (operator SQL in
 the ``sqlite3`` shell included) become pokes. Statements are short and run on
-the event loop thread: SQLite answers them in microseconds.
+the event loop thread: SQLite answers them in microseconds. WAL checkpoints, which
+copy and sync the database file, run in a worker thread (sqlite_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from ...core.schema import MISSING, Column, ColumnType, Schema, Table
 from ..push import ClientState, NeedSavepoints, PushOutcome, PushSession, process_push
 from ..rules import VERSION, ReadRules, prior_table
 from .base import Compacted, Storage
+from .sqlite_checkpoint import Checkpointer
 from .sqlite_sql import (
     INTERNAL_COLUMNS,
     INTERNAL_DDL,
@@ -255,6 +257,7 @@ class SQLiteStorage(Storage):
         del mode
         # From now on the writer never sleeps inside SQLite: _begin_immediate waits.
         self._writer.execute("PRAGMA busy_timeout = 0")
+        self._checkpointer = Checkpointer(self._writer, self._connect, self._write_lock)
         self._reader = self._connect()
         self._watcher = self._connect()
         # The baseline is taken now, not at the first poll: a commit made in between
@@ -371,6 +374,7 @@ class SQLiteStorage(Storage):
         if not self._opened:
             return
         self._opened = False
+        await self._checkpointer.close()
         async with self._write_lock:
             for conn in (self._writer, self._reader, self._watcher):
                 conn.close()
@@ -378,9 +382,11 @@ class SQLiteStorage(Storage):
     async def push(self, request: PushRequest, ctx: Context, *, limit: int) -> PushOutcome:
         async with self._write_lock:
             try:
-                return await self._push(request, ctx, limit, savepoints=False)
+                outcome = await self._push(request, ctx, limit, savepoints=False)
             except NeedSavepoints:
-                return await self._push(request, ctx, limit, savepoints=True)
+                outcome = await self._push(request, ctx, limit, savepoints=True)
+        self._checkpointer.after_commit()
+        return outcome
 
     async def _push(
         self, request: PushRequest, ctx: Context, limit: int, *, savepoints: bool
@@ -391,8 +397,13 @@ class SQLiteStorage(Storage):
             session = _SQLitePushSession(self, savepoints=savepoints)
             session.view = self.rules.fingerprint(ctx)
             outcome = await process_push(session, request, self.mutators, ctx, limit=limit)
-            conn.execute("UPDATE _plasma_meta SET pushing = 0")
-            conn.execute("COMMIT")
+            if outcome.processed:
+                conn.execute("UPDATE _plasma_meta SET pushing = 0")
+                conn.execute("COMMIT")
+            else:
+                # Stopped before its first mutation counted (a missing blob): the version
+                # it took is no news, and a refused request writes nothing.
+                conn.execute("ROLLBACK")
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -1,7 +1,8 @@
 """A stand-in for the browser, enough to run ``IndexedDBStorage``'s Python side in CPython.
 
-It replaces ``js`` and ``pyodide.code`` with fakes whose JavaScript helper has the
-same four functions as ``_HELPER_JS`` and keeps each database in a dict. A write
+It replaces ``js``, ``pyodide.code`` and ``pyodide.ffi`` with fakes whose JavaScript
+helper has the same functions as ``_HELPER_JS`` and keeps each database in a dict (its
+rows, and the change journal with its head). A write
 applies at once but resolves ("complete") on a later loop iteration, as IndexedDB
 does. The real helper runs under Pyodide in Node with fake-indexeddb (see the
 ``pyodide`` marker).
@@ -21,15 +22,21 @@ class FakeIndexedDB:
 
     def __init__(self) -> None:
         self.databases: dict[str, dict[str, str]] = {}
-        self.locks: set[str] = set()
+        self.logs: dict[str, dict[int, str]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
         self.fail_writes = False
         self.writes = 0
 
 
 class _DB:
-    def __init__(self, store: dict[str, str]) -> None:
+    def __init__(self, store: dict[str, str], log: dict[int, str]) -> None:
         self.store = store
+        self.log = log  # journal number -> JSON list of keys; the head is max(log)
         self.closed = False
+
+    @property
+    def head(self) -> int:
+        return max(self.log, default=0)
 
     def close(self) -> None:
         self.closed = True
@@ -45,18 +52,32 @@ class FakeHelper:
     def __init__(self, factory: FakeIndexedDB) -> None:
         self.factory = factory
 
-    def acquire(self, name: str) -> asyncio.Future[Any]:
-        if name in self.factory.locks:
-            return _resolved(None)
-        self.factory.locks.add(name)
-        return _resolved(lambda: self.factory.locks.discard(name))
+    def lock(self, name: str) -> asyncio.Future[Any]:
+        lock = self.factory.locks.setdefault(name, asyncio.Lock())
+
+        async def acquire() -> Any:
+            await lock.acquire()
+            return lock.release
+
+        return asyncio.ensure_future(acquire())
+
+    def channel(self, name: str, on_message: Any) -> None:
+        return None  # no BroadcastChannel: tabs catch up when they write
 
     def open(self, factory: FakeIndexedDB, name: str, store: str) -> asyncio.Future[Any]:
-        return _resolved(_DB(factory.databases.setdefault(name, {})))
+        return _resolved(_DB(factory.databases.setdefault(name, {}),
+                             factory.logs.setdefault(name, {})))
 
     def loadAll(self, db: _DB, store: str) -> asyncio.Future[Any]:
         keys = sorted(db.store)
-        return _resolved(json.dumps([keys, [db.store[k] for k in keys]]))
+        return _resolved(json.dumps([keys, [db.store[k] for k in keys], db.head]))
+
+    def since(self, db: _DB, seen: int) -> asyncio.Future[Any]:
+        numbers = sorted(n for n in db.log if n > seen)
+        return _resolved(json.dumps([db.head, numbers, [db.log[n] for n in numbers]]))
+
+    def getMany(self, db: _DB, store: str, keys: str) -> asyncio.Future[Any]:
+        return _resolved(json.dumps([db.store.get(k) for k in json.loads(keys)]))
 
     def write(self, db: _DB, store: str, payload: str) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -69,9 +90,19 @@ class FakeHelper:
             db.store[key] = value
         for key in data["deletes"]:
             db.store.pop(key, None)
+        if "seq" in data:
+            db.log[data["seq"]] = json.dumps([k for k, _ in data["puts"]] + data["deletes"])
         self.factory.writes += 1
         loop.call_soon(fut.set_result, None)
         return fut
+
+
+class _Proxy:
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def destroy(self) -> None:
+        self.fn = None
 
 
 def install(monkeypatch: Any, factory: FakeIndexedDB) -> None:
@@ -81,6 +112,10 @@ def install(monkeypatch: Any, factory: FakeIndexedDB) -> None:
     code = types.ModuleType("pyodide.code")
     code.run_js = lambda source: FakeHelper(factory)  # type: ignore[attr-defined]
     pyodide.code = code  # type: ignore[attr-defined]
+    ffi = types.ModuleType("pyodide.ffi")
+    ffi.create_proxy = _Proxy  # type: ignore[attr-defined]
+    pyodide.ffi = ffi  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "js", js)
     monkeypatch.setitem(sys.modules, "pyodide", pyodide)
     monkeypatch.setitem(sys.modules, "pyodide.code", code)
+    monkeypatch.setitem(sys.modules, "pyodide.ffi", ffi)

@@ -248,17 +248,24 @@ async def test_indexeddb_write_failure_breaks_the_storage(monkeypatch):
         await replica.close()
 
 
-async def test_indexeddb_one_tab_owns_a_database(monkeypatch):
+async def test_indexeddb_writes_are_numbered_and_a_bare_replica_refuses_foreign_ones(
+    monkeypatch,
+):
+    """Tabs share a database through a numbered journal (tabs.py rebases a client onto
+    other tabs' writes); a replica with no client to rebase says so instead of mixing."""
     factory = fake_idb.FakeIndexedDB()
     fake_idb.install(monkeypatch, factory)
     first = await open_replica(IndexedDBStorage("t", database="db"))
+    second = await open_replica(IndexedDBStorage("t", database="db"))
     try:
-        with pytest.raises(StorageError, match="open in another tab"):
-            await open_replica(IndexedDBStorage("t", database="db"))
+        await insert(first, ("a", "from first")).durable
+        assert factory.logs["db"] == {1: json.dumps([encode_key("items", ("a",))])}
+        with pytest.raises(StorageError, match="another tab wrote"):
+            await insert(second, ("b", "from second")).durable
     finally:
         await first.close()
-    second = await open_replica(IndexedDBStorage("t", database="db"))
-    await second.close()
+        await second.close()
+    assert set(factory.databases["db"]) == {encode_key("items", ("a",))}
 
 
 async def test_indexeddb_writes_one_transaction_per_commit(monkeypatch):

@@ -136,16 +136,28 @@ async def test_subscribers_hear_each_commit(client_api, todos, idb_name) -> None
 
 
 async def test_two_open_clients_on_one_database(client_api, todos, idb_name) -> None:
-    """One tab owns a local database: a second open while the first is open fails
-    clearly where Web Locks exist; Node has no navigator.locks, so it must not corrupt."""
-    import js
-
+    """Two clients (as two tabs) on one database: each its own client id, each sees the
+    other's local-only mutations, and a reopen finds both outboxes."""
+    t = todos.todos
     first = await open_local(client_api, todos, idb_name)
+    second = await open_local(client_api, todos, idb_name)
     try:
-        if getattr(js, "navigator", None) is not None and hasattr(js.navigator, "locks"):
-            with pytest.raises(plasma.StorageError, match="another tab"):
-                await open_local(client_api, todos, idb_name)
-        else:
-            pytest.skip("no navigator.locks in this Node: tab exclusion is a browser test")
+        assert first.status().client_id != second.status().client_id
+        assert first.status().client_group_id == second.status().client_group_id
+        await first.mutate.add_todo(id="t1", title="from the first")
+        await second.mutate.add_todo(id="t2", title="from the second")
+        for _ in range(200):
+            if len(await first.query(select(t))) == 2 and len(await second.query(select(t))) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert {r["id"] for r in await first.query(select(t))} == {"t1", "t2"}
+        assert {r["id"] for r in await second.query(select(t))} == {"t1", "t2"}
     finally:
         await first.close()
+        await second.close()
+    again = await open_local(client_api, todos, idb_name)
+    try:
+        assert {r["id"] for r in await again.query(select(t))} == {"t1", "t2"}
+        assert again.status().pending == 2
+    finally:
+        await again.close()

@@ -26,9 +26,65 @@ const started = performance.now();
 const ms = () => Math.round(performance.now() - started);
 const log = (msg) => process.stderr.write(`[pyodide-harness +${ms()}ms] ${msg}\n`);
 
+// Web Locks for Node, which lacks navigator.locks (Node 20): exclusive locks granted in
+// request order, held until the callback's promise settles; `ifAvailable` answers null
+// at once when the lock is held. Enough for plasma_nb's IndexedDB backend, which
+// serializes the writes of tabs (here: Pyodide instances) with one lock per database.
+function installWebLocks() {
+  if (globalThis.navigator && globalThis.navigator.locks) return;
+  const queues = new Map();
+  const locks = {
+    request(name, options, callback) {
+      if (typeof options === "function") { callback = options; options = {}; }
+      let queue = queues.get(name);
+      if (!queue) { queue = []; queues.set(name, queue); }
+      if (options.ifAvailable && queue.length) return Promise.resolve().then(() => callback(null));
+      return new Promise((resolve, reject) => {
+        const run = () => {
+          let result;
+          try { result = Promise.resolve(callback({ name, mode: "exclusive" })); }
+          catch (err) { result = Promise.reject(err); }
+          result.then(resolve, reject).finally(() => {
+            queue.shift();
+            if (queue.length) queue[0]();
+            else queues.delete(name);
+          });
+        };
+        queue.push(run);
+        if (queue.length === 1) run();
+      });
+    },
+  };
+  if (globalThis.navigator) Object.defineProperty(globalThis.navigator, "locks", { value: locks });
+  else globalThis.navigator = { userAgent: `Node.js/${process.versions.node}`, locks };
+}
+
+// One Pyodide with plasma_nb's wheel installed: the one that runs pytest, and the peers
+// that tests start with `js.plasmaBootPeer()` (two tabs sharing one fake IndexedDB).
+async function boot(config, quiet) {
+  const py = await loadPyodide({
+    enableRunUntilComplete: true,
+    env: { HOME: "/home/pyodide", ...(config.env || {}) },
+  });
+  py.setStdout({ write: (buf) => { process.stdout.write(buf); return buf.length; } });
+  py.setStderr({ write: (buf) => { process.stderr.write(buf); return buf.length; } });
+  const sitePackages = py.runPython("import site; site.getsitepackages()[0]");
+  for (const wheel of config.wheels || []) {
+    py.unpackArchive(new Uint8Array(readFileSync(wheel)), "wheel", { extractDir: sitePackages });
+    if (!quiet) log(`installed ${wheel}`);
+  }
+  return py;
+}
+
 async function main() {
   const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
   if (typeof globalThis.indexedDB === "undefined") throw new Error("fake-indexeddb did not install");
+  installWebLocks();
+  globalThis.plasmaBootPeer = async () => {
+    const peer = await boot(config, true);
+    log("peer pyodide booted");
+    return peer;
+  };
 
   const py = await loadPyodide({
     // Needed so that asyncio.Runner / run_until_complete work inside pytest (JSPI, run_sync).
