@@ -41,16 +41,21 @@ CELLS = [
 ]
 
 
-def build(tmp: Path) -> Path:
+def build_with(tmp: Path, notebook: str, cells: list[str]) -> Path:
+    """An --offline site under ``tmp`` with the example notebooks and ``notebook``."""
     from plasma_nb.lite.build import build_site
     from tests.browser.driver import write_notebook
 
     contents = tmp / "contents"
     contents.mkdir()
-    write_notebook(contents / NOTEBOOK, CELLS)
+    write_notebook(contents / notebook, cells)
     site = tmp / "site"
     build_site(site, contents=[REPO / "notebooks", contents], offline=True)
     return site
+
+
+def build(tmp: Path) -> Path:
+    return build_with(tmp, NOTEBOOK, CELLS)
 
 
 def one_run(base_url: str) -> dict[str, float]:

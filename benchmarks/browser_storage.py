@@ -161,15 +161,9 @@ CELLS = [
 
 
 def build(tmp: Path) -> Path:
-    from plasma_nb.lite.build import build_site
-    from tests.browser.driver import write_notebook
+    from benchmarks.browser_cold_start import build_with
 
-    contents = tmp / "contents"
-    contents.mkdir()
-    write_notebook(contents / NOTEBOOK, CELLS)
-    site = tmp / "site"
-    build_site(site, contents=[REPO / "notebooks", contents], offline=True)
-    return site
+    return build_with(tmp, NOTEBOOK, CELLS)
 
 
 def insert_rows(db: Path, start: int, stop: int) -> None:

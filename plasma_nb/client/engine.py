@@ -414,10 +414,7 @@ class Engine:
         progress: Progress | None = None,
     ) -> Response:
         assert self.transport is not None
-        if progress is None:
-            response = await self.transport.request(method, path, json=body)
-        else:
-            response = await self.transport.request(method, path, json=body, progress=progress)
+        response = await self.transport.request(method, path, json=body, progress=progress)
         status = response.status
         if status == 200 or status in allow:
             return response

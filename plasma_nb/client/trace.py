@@ -189,15 +189,12 @@ class Trace:
                 else:
                     tables.add(table)
                 continue
-            shape = _SHAPES[sql] if sql in _SHAPES else _shape(sql, params)
-            if shape is None:
+            keyed = _keyed_write(sql, params, keys)
+            if keyed is None:
                 return None
-            table, where = shape
-            pk = keys.get(table)
-            if pk is None or (index := where.get(pk[0])) is None:
-                return None
-            if type(params[index]) is pk[1]:
-                rows.add((table, params[index]))
+            table, key, stored = keyed
+            if type(key) is stored:
+                rows.add((table, key))
             else:  # a key not as stored: which row SQLite matched is its business
                 tables.add(table)
         return frozenset(rows), frozenset(tables)
@@ -207,15 +204,11 @@ class Trace:
         for kind, sql, params, outcome in self.ops:
             if kind != WRITE:
                 continue
-            shape = _SHAPES[sql] if sql in _SHAPES else _shape(sql, params)
-            if shape is None:
+            keyed = _keyed_write(sql, params, keys)
+            if keyed is None:
                 return None
-            table, where = shape
-            pk = keys.get(table)
-            if pk is None or (index := where.get(pk[0])) is None:
-                return None
-            key = params[index]
-            if type(key) is not pk[1]:  # not as stored (None: SQLite picks an integer key)
+            table, key, stored = keyed
+            if type(key) is not stored:  # not as stored (None: SQLite picks an integer key)
                 return None
             if type(outcome) is int and outcome > 0:  # else an integrity error, or no row
                 out.append((table, key))
@@ -238,3 +231,16 @@ class Trace:
             if outcome != expected:
                 return DIRTY
         return OK
+
+
+def _keyed_write(sql: str, params: Any, keys: KeyTypes) -> tuple[str, Any, type] | None:
+    """A write's table, the primary key it names and the type keys are stored as; None
+    when its shape is unknown or it names no primary key."""
+    shape = _SHAPES[sql] if sql in _SHAPES else _shape(sql, params)
+    if shape is None:
+        return None
+    table, where = shape
+    pk = keys.get(table)
+    if pk is None or (index := where.get(pk[0])) is None:
+        return None
+    return table, params[index], pk[1]

@@ -33,6 +33,9 @@ from tests.server.helpers import (
 )
 from tests.server.pg import isolated_schema, server_url, with_params
 
+# The gate of the slow schema's mutator (slow_app.py), for the Postgres push tests.
+from tests.server.slow_app import gate  # noqa: F401
+
 AppFactory = Callable[..., Starlette]
 
 

@@ -17,7 +17,7 @@ import pytest
 from starlette.applications import Starlette
 
 from notebooks import todos as todos_module
-from plasma_nb import MutationError, Mutators, Schema, col, table
+from plasma_nb import Mutators, Schema, col, table
 from plasma_nb.core.errors import ConfigError, SchemaError
 from plasma_nb.server import create_app
 from plasma_nb.server.database import open_storage
@@ -37,6 +37,7 @@ from tests.server.helpers import (
     puts,
 )
 from tests.server.pg import isolated_schema, server_url, with_params
+from tests.server.slow_app import Gate, slow_mutators, slow_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -429,45 +430,6 @@ def apply(state: dict[str, Any], patch: list[dict[str, Any]]) -> None:
 
 
 # -- transient failures ------------------------------------------------------------------------
-
-slow = table("slow", id=col.id(), title=col.text())
-slow_schema = Schema([slow], version="1")
-slow_mutators = Mutators(slow_schema)
-
-
-class Gate:
-    """Holds a mutator in the middle of its push until the test lets it go."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-
-
-GATE = Gate()
-
-
-@slow_mutators.register
-async def slow_add(tx: Any, *, id: str, title: str) -> None:
-    await tx.insert(slow).values(id=id, title=title)
-    if GATE.armed:
-        GATE.entered.set()
-        await GATE.release.wait()
-
-
-@slow_mutators.register
-async def slow_rename(tx: Any, *, id: str, title: str) -> None:
-    if await tx.get(slow, id) is None:
-        raise MutationError(f"no row {id}")
-    await tx.update(slow).set(title=title).where(slow.id == id)
-
-
-@pytest.fixture
-def gate() -> Gate:
-    global GATE
-    GATE = Gate()
-    return GATE
-
 
 async def test_a_killed_connection_mid_push_answers_503_then_applies_once(
         pg: PgEnv, gate: Gate) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from plasma_nb import Mutators, Schema, col, table
 from plasma_nb.core.errors import Forbidden, Unavailable
 from plasma_nb.core.mutators import Context
 from plasma_nb.core.protocol import PullRequest, PushRequest
@@ -20,40 +19,9 @@ from plasma_nb.server.storage import postgres_support
 from plasma_nb.server.storage.postgres import PostgresStorage
 from tests.server.helpers import mutation, push_body
 from tests.server.pg import isolated_schema, server_url, with_params
+from tests.server.slow_app import Gate, slow_mutators, slow_schema
 
 pytestmark = pytest.mark.postgres
-
-slow = table("slow", id=col.id(), title=col.text())
-slow_schema = Schema([slow], version="1")
-slow_mutators = Mutators(slow_schema)
-
-
-class Gate:
-    """Holds a mutator in the middle of its push until the test lets it go."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-
-
-GATE = Gate()
-
-
-@slow_mutators.register
-async def slow_add(tx: Any, *, id: str, title: str) -> None:
-    await tx.insert(slow).values(id=id, title=title)
-    if GATE.armed:
-        GATE.entered.set()
-        await GATE.release.wait()
-
-
-@pytest.fixture
-def gate() -> Gate:
-    global GATE
-    GATE = Gate()
-    return GATE
-
 
 class PgEnv:
     """One test's Postgres schema, and operator connections into it."""
