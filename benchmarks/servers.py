@@ -40,9 +40,13 @@ UVICORN: dict[str, Any] = {
 
 
 def serve(app: Any, port: int) -> None:
-    """Run ``app`` under uvicorn with :data:`UVICORN` (in the server's process)."""
+    """Run ``app`` under uvicorn with :data:`UVICORN` (in the server's process), the
+    collector set up as `plasma-nb serve` sets it."""
+    import gc
+
     import uvicorn
 
+    gc.freeze()  # as `plasma-nb serve` does (cli.py), for both sides alike
     uvicorn.run(app, port=port, **UVICORN)
 
 

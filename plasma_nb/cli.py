@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib
 import importlib.util
 import ipaddress
@@ -111,11 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Open the database before listening, so that a refused schema change is a one-line
     # error (exit 2) rather than a traceback from the server's startup.
     asyncio.run(_check_database(app))
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on",
-        ws="websockets-sansio" if _has_sansio() else "auto",
-    )
-    server = _quiet_server_class(uvicorn)(config)
+    server = _uvicorn_server(uvicorn, app, args)
     print(f"plasma-nb: serving {args.schema} on http://{args.host}:{args.port} "
           f"(database {redact_url(args.db)}"
           f"{f'; tokens from {args.token_file}' if args.token_file else ''})", flush=True)
@@ -129,6 +126,19 @@ async def _check_database(app: Any) -> None:
         await server.ensure_open()
     finally:
         await server.close()
+
+
+def _uvicorn_server(uvicorn: Any, app: Any, args: argparse.Namespace) -> Any:
+    """The uvicorn server for ``app`` on ``--host`` and ``--port``, ready to run."""
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on",
+        ws="websockets-sansio" if _has_sansio() else "auto",
+    )
+    # Everything alive now (modules, the schema, compiled SQL) lives as long as the
+    # process: out of the collector's sight, full collections stay short, and so does
+    # the latency of the requests that wait for one.
+    gc.freeze()
+    return _quiet_server_class(uvicorn)(config)
 
 
 def _quiet_server_class(uvicorn: Any) -> Any:
@@ -239,11 +249,7 @@ def _demo(args: argparse.Namespace) -> int:
     app = create_app(schema, mutators, database=database, site_dir=site,
                      blobs=f"file:{_demo_home() / 'demo-blobs'}")
     asyncio.run(_check_database(app))
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on",
-        ws="websockets-sansio" if _has_sansio() else "auto",
-    )
-    server = _quiet_server_class(uvicorn)(config)
+    server = _uvicorn_server(uvicorn, app, args)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"plasma-nb demo: open http://{shown}:{args.port}/lab/index.html?path={DEMO_NOTEBOOK}"
           f"  (site {site}, database {database}; Ctrl-C stops)", flush=True)

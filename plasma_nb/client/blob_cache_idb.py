@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.errors import StorageError
 from .blob_cache import BlobCache, BlobWriter
+from .storage.indexeddb_format import PROMISES_JS
 
 __all__ = ["IndexedDBBlobCache"]
 
@@ -23,19 +24,7 @@ STORE = "blobs"
 
 _HELPER_JS = r"""
 (() => {
-  function request(r) {
-    return new Promise((resolve, reject) => {
-      r.onsuccess = () => resolve(r.result);
-      r.onerror = () => reject(r.error);
-    });
-  }
-  function finished(tx, value) {
-    return new Promise((resolve, reject) => {
-      tx.oncomplete = () => resolve(value());
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
-    });
-  }
+@PROMISES@
   return {
     open(factory, name) {
       const r = factory.open(name, 1);
@@ -67,7 +56,7 @@ _HELPER_JS = r"""
     },
   };
 })()
-"""
+""".replace("@PROMISES@\n", PROMISES_JS)
 
 
 class _IDBWriter(BlobWriter):

@@ -197,6 +197,8 @@ class BlobSync:
         """Upload everything still queued (after a successful cycle)."""
         self._missing.clear()
         for hash in self.queued():
+            if self.engine.offline:
+                return  # offline(): the rest stay queued for the next cycle
             await self.upload(hash)
 
     async def missing(self, body: Any) -> None:

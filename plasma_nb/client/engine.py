@@ -115,6 +115,8 @@ class Engine:
         self._online.set()
         # Set by each online(): it cuts a backoff wait short.
         self._resume = asyncio.Event()
+        # Set while offline: a request under way is abandoned when it is set.
+        self._gone = asyncio.Event()
         self._push_wanted = False
         self._pull_wanted = False
         self._push_due = 0.0
@@ -231,12 +233,14 @@ class Engine:
         # offline() followed at once by online() must end up online.
         if self._offline:
             self._online.clear()
+            self._gone.set()
             if self.listener.socket is not None:
                 # Stop listening at once rather than at the next poke.
                 self._tasks.append(self.loop.create_task(self.listener.socket.close()))
         else:
             self._push_wanted = True
             self._pull_wanted = True
+            self._gone.clear()
             self._online.set()
             self._resume.set()
         self._wake.set()
@@ -294,6 +298,8 @@ class Engine:
         except (VersionNotSupported, AccessDenied):
             return None  # cycle() stopped syncing and recorded why
         except (PlasmaError, ValueError) as exc:
+            if self._offline:
+                return None  # offline() abandoned the cycle: nothing went wrong
             self._record(exc)
             logger.warning("sync failed: %s", exc)
             return self.backoff.next_delay()
@@ -312,7 +318,7 @@ class Engine:
                     sent = await self._push_all() if push else 0
                     if pull or sent:
                         await self._pull()
-                    if self.blobs is not None:
+                    if self.blobs is not None and not self._offline:
                         await self.blobs.upload_queued()
                 except ClientStateNotFound:
                     logger.warning("the server lost client group %s: starting a new one", group)
@@ -356,6 +362,8 @@ class Engine:
     async def _push_all(self) -> int:
         sent, after = 0, 0
         while True:
+            if self._offline:
+                raise _went_offline()  # before the blob uploads of the next push, too
             limit = min(self._push_limit, self._push_room)
             batch = await self._locked(
                 partial(self.sync.push_request, after_seq=after, limit=limit))
@@ -414,7 +422,23 @@ class Engine:
         progress: Progress | None = None,
     ) -> Response:
         assert self.transport is not None
-        response = await self.transport.request(method, path, json=body, progress=progress)
+        if self._offline:
+            raise _went_offline()
+        # offline() means no more traffic, so a request under way is abandoned, not
+        # awaited: an unanswered push is pushed again later (the server skips what it
+        # already processed), and an abandoned pull applied nothing.
+        sending = asyncio.ensure_future(
+            self.transport.request(method, path, json=body, progress=progress))
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            done, _ = await asyncio.wait({sending, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not sending.done():
+                sending.cancel()
+        if sending not in done:
+            raise _went_offline()
+        response = sending.result()
         status = response.status
         if status == 200 or status in allow:
             return response
@@ -584,6 +608,10 @@ async def _wait_event(event: asyncio.Event, within: float) -> None:
 
 _KEPT = ("Sync has stopped; pending mutations stay in the local outbox and are pushed by the "
          "first client that opens this database with a token the server accepts.")
+
+
+def _went_offline() -> SyncError:
+    return SyncError("the client went offline: call client.online() to sync again")
 
 
 def _refusal(message: str, status: int, group: str) -> str:

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from ..core.dialect import SQLiteDialect
+from ..core.dialect import SQLiteDialect, integrity_message
 from ..core.errors import MutationError
 from ..core.mutators import Context, Mutators, Transaction, drive
 from ..core.query import Delete, Insert, Select, Update
@@ -41,7 +41,7 @@ class ClientTransaction(Transaction):
         except sqlite3.IntegrityError as exc:
             if self._trace is not None:
                 self._trace.append((WRITE, compiled.sql, params, str(exc)))
-            raise MutationError(_integrity_message(stmt, exc)) from None
+            raise MutationError(integrity_message(stmt, exc)) from None
         if self._trace is not None:
             self._trace.append((WRITE, compiled.sql, params, count))
         return count
@@ -57,13 +57,6 @@ class ClientTransaction(Transaction):
         return [decode(row) for row in rows]
 
 
-def _integrity_message(stmt: Insert | Update | Delete, exc: sqlite3.IntegrityError) -> str:
-    # Worded as the server words it, so a rejection reads the same on both engines.
-    table = stmt.table
-    if isinstance(stmt, Insert) and "UNIQUE" in str(exc):
-        key = stmt.row.get(table._pk.name)
-        return f"{table._name}: a row with key {key!r} already exists"
-    return f"{table._name}: {exc}"
 
 
 def run_mutator(

@@ -29,7 +29,14 @@ from .expr import (
 from .query import Delete, Insert, Select, Update, check_tables
 from .schema import MISSING, Column, ColumnType, Table, format_timestamp, parse_timestamp
 
-__all__ = ["Compiled", "Dialect", "PostgresDialect", "SQLiteDialect", "like_tokens"]
+__all__ = [
+    "Compiled",
+    "Dialect",
+    "PostgresDialect",
+    "SQLiteDialect",
+    "integrity_message",
+    "like_tokens",
+]
 
 Params = list[object]
 RowDecoder = Callable[[Sequence[Any]], dict[str, Any]]
@@ -412,6 +419,16 @@ class Dialect:
 
 def _json_dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def integrity_message(stmt: Insert | Update | Delete, error: Exception) -> str:
+    """A mutator's rejection for SQLite's ``IntegrityError`` ``error`` on ``stmt``: the
+    client and the server word it alike, so a rejection reads the same on both."""
+    table = stmt.table
+    if isinstance(stmt, Insert) and "UNIQUE" in str(error):
+        key = stmt.row.get(table._pk.name)
+        return f"{table._name}: a row with key {key!r} already exists"
+    return f"{table._name}: {error}"
 
 
 class SQLiteDialect(Dialect):

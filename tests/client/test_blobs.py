@@ -23,6 +23,7 @@ from plasma_nb.client.blobs import BlobNotFound
 from plasma_nb.core.errors import StorageError, SyncError
 from plasma_nb.server import create_app
 from tests import blob_app
+from tests.client.one_loop import OneLoopASGI
 
 photos = blob_app.photos
 
@@ -31,7 +32,7 @@ class CountingASGI(httpx.AsyncBaseTransport):
     """The app in process, counting requests by (method, path prefix); can go down."""
 
     def __init__(self, app: Starlette) -> None:
-        self.inner = httpx.ASGITransport(app)
+        self.inner: httpx.ASGITransport | OneLoopASGI = httpx.ASGITransport(app)
         self.count: Counter[tuple[str, str]] = Counter()
         self.down = False
 
@@ -302,6 +303,8 @@ async def test_put_a_file_and_save_it_elsewhere_with_a_progress_bar(transport, t
     source = tmp_path / "big.bin"
     data = os.urandom(9 * 1024 * 1024)
     source.write_bytes(data)
+    # b's engine thread is a loop of its own: the app gets one too (one_loop.py).
+    transport.inner = OneLoopASGI(transport.inner.app)
     a = await connect(transport, "a")
     b = await connect(transport, "b", thread=True)
     try:
@@ -314,5 +317,6 @@ async def test_put_a_file_and_save_it_elsewhere_with_a_progress_bar(transport, t
     finally:
         await a.close()
         await b.close()
+        await transport.inner.close_app()
     err = capsys.readouterr().err
     assert f"upload {hash[:12]}" in err and f"download {hash[:12]}" in err

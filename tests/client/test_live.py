@@ -26,6 +26,7 @@ from plasma_nb.client.results import RerunResult, SortedResult
 from plasma_nb.core.errors import MissingDependency, StorageClosed
 from plasma_nb.server import create_app
 from tests.client.live_app import items, mutators, notes, schema
+from tests.client.one_loop import OneLoopASGI
 
 
 async def local(**kwargs: Any) -> Client:
@@ -299,7 +300,7 @@ async def test_df_without_pandas_names_it(client: Client, monkeypatch):
 class Server:
     def __init__(self, path: Path) -> None:
         self.app = create_app(schema, mutators, database=f"sqlite:///{path}")
-        self.transport = httpx.ASGITransport(self.app)
+        self.transport: httpx.AsyncBaseTransport = httpx.ASGITransport(self.app)
 
     async def connect(self, name: str, **kwargs: Any) -> Client:
         kwargs.setdefault("thread", False)
@@ -380,6 +381,8 @@ async def test_a_rebase_notifies_once_with_the_net_change(server: Server):
 async def test_another_clients_change_arrives_without_a_call(server: Server):
     """Both clients run their engines in threads and sync by themselves (the pull timer
     stands in for pokes here; test_pokes_bring_changes_into_live_queries uses pokes)."""
+    # Two engine threads are two loops: the app gets one of its own (one_loop.py).
+    server.transport = OneLoopASGI(server.app)
     a = await server.connect("a", thread=True, push_delay=0.01)
     b = await server.connect("b", thread=True, pull_interval=0.05)
     try:
@@ -392,6 +395,7 @@ async def test_another_clients_change_arrives_without_a_call(server: Server):
     finally:
         await a.close()
         await b.close()
+        await server.transport.close_app()
 
 
 async def test_another_process_on_the_same_file_reaches_live_queries():

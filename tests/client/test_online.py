@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import types
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import plasma_nb as plasma
 from plasma_nb import SyncError
 from plasma_nb.client.backoff import SystemClock
 from plasma_nb.client.transport import PokesUnavailable, Response, TransportError
+from plasma_nb.server import create_app
 from tests.client.app import mutators, schema
 
 
@@ -163,3 +167,52 @@ async def test_fetch_transport_without_websocket_has_no_pokes(monkeypatch):
     transport = FetchTransport("http://127.0.0.1:1")
     with pytest.raises(PokesUnavailable, match=r"no WebSocket \(js.WebSocket\)"):
         await transport.websocket("/sync/ws", {"clientGroupID": "g"})
+
+
+class Recording(httpx.ASGITransport):
+    """The in-process server's transport, noting each request's path."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await super().handle_async_request(request)
+
+
+async def test_offline_abandons_a_sync_under_way(tmp_path: Path):
+    from tests.server import slow_app
+
+    gate = slow_app.GATE = slow_app.Gate()
+    app = create_app(slow_app.slow_schema, slow_app.slow_mutators,
+                     database=f"sqlite:///{tmp_path / 'server.db'}", blobs=None)
+    recording = Recording(app)
+    client = await plasma.connect(
+        "http://server", schema=slow_app.slow_schema, mutators=slow_app.slow_mutators,
+        storage="memory", transport=recording, thread=False, pokes=False, pull_interval=3600)
+    try:
+        h = client.mutate.slow_add(id="s1", title="held by the server")
+        await h  # applied locally with the gate open: the client's run never waits
+        gate.armed = True  # the server's run will
+        syncing = asyncio.ensure_future(client.sync())
+        await asyncio.wait_for(gate.entered.wait(), 5)  # the push is in the server
+        sent = len(recording.paths)
+        client.offline()
+        with pytest.raises(SyncError, match="went offline"):
+            await asyncio.wait_for(syncing, 5)
+        gate.armed = False
+        gate.release.set()
+        await asyncio.sleep(0.2)  # the background loop stays quiet too
+        assert len(recording.paths) == sent, recording.paths[sent:]  # no pull followed
+        assert client.status().pending == 1 and client.status().last_error is None
+        client.online()
+        await client.sync()
+        assert await asyncio.wait_for(h.confirmed, 5) is None
+        assert [r["id"] for r in await client.query("SELECT id FROM slow")] == ["s1"]
+    finally:
+        await client.close()
+        await app.state.plasma.close()
+    with sqlite3.connect(tmp_path / "server.db") as conn:  # applied once
+        assert conn.execute("SELECT count(*) FROM slow").fetchone() == (1,)
+        assert conn.execute("SELECT last_mutation_id FROM _plasma_clients").fetchall() == [(1,)]

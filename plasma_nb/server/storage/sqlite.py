@@ -1,6 +1,7 @@
 """The embedded default backend: one SQLite file in WAL mode.
 
-One writer connection, serialized by an asyncio lock, runs pushes; a reader
+One writer connection, serialized by an asyncio lock, runs pushes, those that
+arrive together in one transaction (group commit, sqlite_push.py); a reader
 connection serves pulls in one read transaction each; a third connection only
 watches ``PRAGMA data_version`` so that commits from anywhere (operator SQL in
 the ``sqlite3`` shell included) become pokes. Statements are short and run on
@@ -16,22 +17,20 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ...core.dialect import SQLiteDialect, quote
 from ...core.errors import (
     ClientStateNotFound,
     Forbidden,
-    MutationError,
     SchemaError,
     Unavailable,
 )
-from ...core.mutators import Context, Mutators, Transaction
+from ...core.mutators import Context, Mutators
 from ...core.protocol import (
     ClearOp,
     DelOp,
-    Mutation,
     MutationErrorInfo,
     PatchOp,
     PullRequest,
@@ -39,12 +38,12 @@ from ...core.protocol import (
     PushRequest,
     PutOp,
 )
-from ...core.query import Delete, Insert, Select, Update
 from ...core.schema import MISSING, Column, ColumnType, Schema, Table
-from ..push import ClientState, NeedSavepoints, PushOutcome, PushSession, process_push
+from ..push import PushOutcome
 from ..rules import VERSION, ReadRules, prior_table
 from .base import Compacted, Storage
 from .sqlite_checkpoint import Checkpointer
+from .sqlite_push import GroupCommit, is_transient
 from .sqlite_sql import (
     INTERNAL_COLUMNS,
     INTERNAL_DDL,
@@ -62,139 +61,6 @@ logger = logging.getLogger("plasma_nb.server")
 # How long a push waits for another writer (operator SQL, another process) to let go
 # of the database, in short asynchronous naps so the event loop keeps serving.
 WRITE_WAIT_SECONDS = 3.0
-
-def _is_transient(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-class _ServerTransaction(Transaction):
-    location = "server"
-
-    def __init__(self, conn: sqlite3.Connection, dialect: SQLiteDialect, ctx: Context,
-                 mutation: Mutation) -> None:
-        super().__init__(ctx=ctx, timestamp=mutation.timestamp, mutation_name=mutation.name)
-        self._conn = conn
-        self._dialect = dialect
-
-    async def _write(self, stmt: Insert | Update | Delete) -> int:
-        compiled = self._dialect.compile(stmt)
-        try:
-            return self._conn.execute(compiled.sql, compiled.params).rowcount
-        except sqlite3.IntegrityError as exc:
-            raise MutationError(_integrity_message(stmt, exc)) from None
-
-    async def _read(self, stmt: Select) -> list[dict[str, Any]]:
-        compiled = self._dialect.compile(stmt)
-        decode = compiled.decode
-        assert decode is not None
-        return [decode(r) for r in self._conn.execute(compiled.sql, compiled.params)]
-
-
-def _integrity_message(stmt: Insert | Update | Delete, exc: sqlite3.IntegrityError) -> str:
-    table = stmt.table
-    if isinstance(stmt, Insert) and "UNIQUE" in str(exc):
-        key = stmt.row.get(table._pk.name)
-        return f"{table._name}: a row with key {key!r} already exists"
-    return f"{table._name}: {exc}"
-
-
-class _SQLitePushSession(PushSession):
-    def __init__(self, storage: SQLiteStorage, *, savepoints: bool) -> None:
-        self._known_clients: set[str] = set()
-        self.savepoints = savepoints
-        self.view: str | None = None  # the pusher's read-rule view, for a new group
-        self.checks_blobs = storage.check_blobs
-        self._storage = storage
-        self._conn = storage._writer
-        self.version = 0
-
-    async def load_state(
-        self, group_id: str, client_ids: list[str]
-    ) -> tuple[bool, str | None, dict[str, ClientState]]:
-        marks = ", ".join("?" * len(client_ids))
-        sql = "SELECT NULL, owner, NULL FROM _plasma_client_groups WHERE id = ?"
-        if client_ids:
-            sql += (
-                " UNION ALL SELECT id, client_group_id, last_mutation_id FROM _plasma_clients"
-                f" WHERE id IN ({marks})"
-            )
-        exists, owner = False, None
-        clients: dict[str, ClientState] = {}
-        for cid, group, last in self._conn.execute(sql, (group_id, *client_ids)):
-            if cid is None:
-                exists, owner = True, group
-            else:
-                clients[cid] = ClientState(group, last)
-        self._known_clients = set(clients)
-        return exists, owner, clients
-
-    async def create_group(self, group_id: str, owner: str | None) -> None:
-        self._conn.execute(
-            "INSERT INTO _plasma_client_groups (id, owner, created_version, view) "
-            "VALUES (?, ?, (SELECT version FROM _plasma_meta), ?)",
-            (group_id, owner, self.view),
-        )
-
-    async def begin_mutation(self) -> None:
-        if not self.version:
-            # One new version per push transaction, taken before the first savepoint so
-            # that rolling back a rejected mutation keeps it: the rejection is news too.
-            (self.version,) = self._conn.execute(
-                "UPDATE _plasma_meta SET version = version + 1, pushing = 1 RETURNING version"
-            ).fetchone()
-        if self.savepoints:
-            self._conn.execute("SAVEPOINT plasma_mutation")
-
-    async def rollback_mutation(self) -> None:
-        self._conn.execute("ROLLBACK TO plasma_mutation")
-
-    async def end_mutation(self) -> None:
-        if self.savepoints:
-            self._conn.execute("RELEASE plasma_mutation")
-
-    def transaction(self, ctx: Context, mutation: Mutation) -> Transaction:
-        return _ServerTransaction(self._conn, self._storage.dialect, ctx, mutation)
-
-    async def record_error(self, group_id: str, error: MutationErrorInfo) -> None:
-        self._conn.execute(
-            "INSERT OR REPLACE INTO _plasma_mutation_errors "
-            "(client_id, mutation_id, client_group_id, name, message, version) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (error.client_id, error.id, group_id, error.name, error.message, self.version),
-        )
-
-    async def load_errors(self, client_id: str, ids: list[int]) -> list[MutationErrorInfo]:
-        marks = ", ".join("?" * len(ids))
-        rows = self._conn.execute(
-            "SELECT mutation_id, name, message FROM _plasma_mutation_errors "
-            f"WHERE client_id = ? AND mutation_id IN ({marks}) ORDER BY mutation_id",
-            (client_id, *ids),
-        ).fetchall()
-        return [MutationErrorInfo(client_id, r[0], r[1], r[2]) for r in rows]
-
-    async def save_clients(self, group_id: str, changed: Mapping[str, int]) -> None:
-        for cid, last in changed.items():
-            if cid in self._known_clients:
-                # Known from load_state, in this same write transaction: a plain UPDATE
-                # costs less than an INSERT that runs into its conflict.
-                self._conn.execute(
-                    "UPDATE _plasma_clients SET last_mutation_id = ?, version = ? WHERE id = ?",
-                    (last, self.version, cid),
-                )
-            else:
-                self._conn.execute(
-                    "INSERT INTO _plasma_clients (id, client_group_id, last_mutation_id, version)"
-                    " VALUES (?, ?, ?, ?)",
-                    (cid, group_id, last, self.version),
-                )
-
-    async def missing_blobs(self, hashes: list[str]) -> list[str]:
-        marks = ", ".join("?" * len(hashes))
-        known = {row[0] for row in self._conn.execute(
-            f"SELECT hash FROM _plasma_blobs WHERE hash IN ({marks})", hashes)}
-        return [h for h in hashes if h not in known]
-
 
 def _json_from_db(text: Any) -> Any:
     try:
@@ -258,6 +124,10 @@ class SQLiteStorage(Storage):
         # From now on the writer never sleeps inside SQLite: _begin_immediate waits.
         self._writer.execute("PRAGMA busy_timeout = 0")
         self._checkpointer = Checkpointer(self._writer, self._connect, self._write_lock)
+        self._group_commit = GroupCommit(
+            self._writer, self.dialect, self.mutators, self._write_lock,
+            begin=lambda: self._begin_immediate(self._writer),
+            after_commit=self._checkpointer.after_commit)
         self._reader = self._connect()
         self._watcher = self._connect()
         # The baseline is taken now, not at the first poll: a commit made in between
@@ -374,47 +244,16 @@ class SQLiteStorage(Storage):
         if not self._opened:
             return
         self._opened = False
+        await self._group_commit.close()
         await self._checkpointer.close()
         async with self._write_lock:
             for conn in (self._writer, self._reader, self._watcher):
                 conn.close()
 
     async def push(self, request: PushRequest, ctx: Context, *, limit: int) -> PushOutcome:
-        async with self._write_lock:
-            try:
-                outcome = await self._push(request, ctx, limit, savepoints=False)
-            except NeedSavepoints:
-                outcome = await self._push(request, ctx, limit, savepoints=True)
-        self._checkpointer.after_commit()
-        return outcome
-
-    async def _push(
-        self, request: PushRequest, ctx: Context, limit: int, *, savepoints: bool
-    ) -> PushOutcome:
-        conn = self._writer
-        await self._begin_immediate(conn)
-        try:
-            session = _SQLitePushSession(self, savepoints=savepoints)
-            session.view = self.rules.fingerprint(ctx)
-            outcome = await process_push(session, request, self.mutators, ctx, limit=limit)
-            if outcome.processed:
-                conn.execute("UPDATE _plasma_meta SET pushing = 0")
-                conn.execute("COMMIT")
-            else:
-                # Stopped before its first mutation counted (a missing blob): the version
-                # it took is no news, and a refused request writes nothing.
-                conn.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if _is_transient(exc):
-                raise Unavailable(f"the database is busy: {exc}") from None
-            raise
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return outcome
+        return await self._group_commit.push(
+            request, ctx, limit=limit, view=self.rules.fingerprint(ctx),
+            checks_blobs=self.check_blobs)
 
     async def _begin_immediate(self, conn: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE without blocking the event loop while another writer holds
@@ -426,7 +265,7 @@ class SQLiteStorage(Storage):
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     raise
                 if time.monotonic() >= deadline:
                     raise Unavailable(f"the database is busy: {exc}") from None
@@ -513,7 +352,7 @@ class SQLiteStorage(Storage):
             finally:
                 conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            if _is_transient(exc):
+            if is_transient(exc):
                 raise Unavailable(f"the database is busy: {exc}") from None
             raise
 

@@ -1,11 +1,10 @@
 """A stand-in for the browser, enough to run ``IndexedDBStorage``'s Python side in CPython.
 
 It replaces ``js``, ``pyodide.code`` and ``pyodide.ffi`` with fakes whose JavaScript
-helper has the same functions as ``_HELPER_JS`` and keeps each database in a dict (its
-rows, and the change journal with its head). A write
-applies at once but resolves ("complete") on a later loop iteration, as IndexedDB
-does. The real helper runs under Pyodide in Node with fake-indexeddb (see the
-``pyodide`` marker).
+helper has the same functions as ``HELPER_JS`` (indexeddb_format.py) and keeps each
+database in a dict (its rows, and the change journal with its head). A write applies
+at once but resolves ("complete") on a later loop iteration, as IndexedDB does. The
+real helper runs under Pyodide in Node with fake-indexeddb (see the ``pyodide`` marker).
 """
 
 from __future__ import annotations

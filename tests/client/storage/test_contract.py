@@ -18,12 +18,8 @@ from plasma_nb import Schema, col, table
 from plasma_nb.client.replica import Replica
 from plasma_nb.client.storage import MemoryStorage, SQLiteStorage, Storage, make_storage
 from plasma_nb.client.storage.base import CommitRecord
-from plasma_nb.client.storage.indexeddb import (
-    IndexedDBStorage,
-    decode_key,
-    encode_key,
-    encode_record,
-)
+from plasma_nb.client.storage.indexeddb import IndexedDBStorage
+from plasma_nb.client.storage.indexeddb_format import decode_key, encode_key, encode_record
 from plasma_nb.core.errors import StorageClosed, StorageError
 from tests.client.storage import fake_idb
 

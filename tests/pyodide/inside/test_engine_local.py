@@ -9,7 +9,7 @@ from pyodide_helpers import idb_databases, idb_dump
 
 import plasma_nb as plasma
 from plasma_nb import MutationError, MutatorError, Mutators, Schema, col, select, table
-from plasma_nb.client.storage.indexeddb import encode_key
+from plasma_nb.client.storage.indexeddb_format import encode_key
 
 
 async def open_local(client_api, todos, name: str, **kw):

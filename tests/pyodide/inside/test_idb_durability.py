@@ -12,7 +12,8 @@ from pyodide_helpers import idb_databases, idb_dump
 
 from plasma_nb import select
 from plasma_nb.client.replica import Replica
-from plasma_nb.client.storage.indexeddb import IndexedDBStorage, encode_key
+from plasma_nb.client.storage.indexeddb import IndexedDBStorage
+from plasma_nb.client.storage.indexeddb_format import encode_key
 
 
 async def open_replica(todos, database: str) -> Replica:

@@ -19,7 +19,8 @@ from pyodide.code import run_js
 from pyodide_helpers import idb_dump
 
 from plasma_nb.client.replica import Replica
-from plasma_nb.client.storage.indexeddb import IndexedDBStorage, encode_key
+from plasma_nb.client.storage.indexeddb import IndexedDBStorage
+from plasma_nb.client.storage.indexeddb_format import encode_key
 from plasma_nb.core.errors import StorageError
 
 contract = importlib.import_module("tests.client.storage.test_contract")
