@@ -3,17 +3,19 @@
 A push's own work is a few microsecond statements; what costs is the write
 transaction around it: ``BEGIN IMMEDIATE``, the version bump and the ``COMMIT``
 that appends the WAL. So pushes that arrive together commit together
-(:class:`GroupCommit`): the first one to arrive schedules a flush for the next turn
-of the event loop, every push that reaches the storage before then joins it, and the
-flush runs them one after another in one transaction, each inside a savepoint of its
-own, then commits once and answers them all. Nothing waits on purpose: a push that
-arrives alone runs alone, one loop turn later, and under load the batches form by
-themselves from the requests that came in while the last one ran.
+(:class:`GroupCommit`): the first one to arrive leads, waits one turn of the event
+loop, and every push that reaches the storage meanwhile joins its batch; the batch
+runs the pushes one after another in one transaction, commits once and answers them
+all. Nothing waits on purpose: a push that arrives alone runs alone, one loop turn
+later, and under load the batches form by themselves from the requests that came in
+while the last one ran.
 
 What each push sees is what it would see alone, in arrival order:
 
-- a push that fails (another user's group, a mutator bug, a database error) rolls
-  back to its savepoint and gets its own error; the others of its batch commit;
+- a batch runs without savepoints first; if any push fails (another user's group, a
+  rejected or crashing mutator, a database error) the batch is rolled back and run
+  again with a savepoint around each push and each mutation: the failing push is
+  undone alone and gets its own error, and the others commit;
 - a push that processed nothing leaves nothing behind;
 - no push is answered before the ``COMMIT`` that holds it; if that ``COMMIT`` fails,
   every push of the batch gets the error and nothing of the batch is kept, so the
@@ -209,20 +211,19 @@ class GroupCommit:
                    view: str | None, checks_blobs: bool) -> PushOutcome:
         """Run ``request`` in the next batch; its outcome once that batch committed."""
         loop = asyncio.get_running_loop()
-        if not self._idle.is_set():
-            if loop is not self._loop:
-                # Its answer would be set from the other loop's thread, which never
-                # wakes this one: refuse rather than hang (an in-process app shared by
-                # clients with engine threads; docs/client.md).
-                raise ServerError(
-                    "this app is serving pushes on another event loop at the same time; "
-                    "an app runs on one loop: give in-process clients thread=False, or "
-                    "serve the app on a loop of its own")
-            answer: asyncio.Future[PushOutcome] = loop.create_future()
-            self._queue.append(_Queued(request, ctx, limit, view, checks_blobs, answer))
-            return await answer
-        answer = loop.create_future()
+        leads = self._idle.is_set()
+        if not leads and loop is not self._loop:
+            # Its answer would be set from the other loop's thread, which never wakes
+            # this one: refuse rather than hang (an in-process app shared by clients
+            # with engine threads; docs/client.md).
+            raise ServerError(
+                "this app is serving pushes on another event loop at the same time; an "
+                "app runs on one loop: give in-process clients thread=False, or serve the "
+                "app on a loop of its own")
+        answer: asyncio.Future[PushOutcome] = loop.create_future()
         self._queue.append(_Queued(request, ctx, limit, view, checks_blobs, answer))
+        if not leads:
+            return await answer
         # The first to arrive leads: it runs the batch in its own task, which costs a
         # lone push one turn of the loop and no task of its own.
         self._idle.clear()
