@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -38,6 +37,7 @@ import httpx
 
 from benchmarks.bench_postgres import database_url, namespaced
 from benchmarks.harness import Context, benchmark, max_slowdown
+from benchmarks.servers import ServerProcess
 from plasma_nb import Mutators, Schema, col, table
 
 LISTENERS = 50
@@ -124,44 +124,8 @@ def _unlimited(limits: Any) -> Any:
     return limits(**options)
 
 
-class _Process:
-    """A server process on a free port of 127.0.0.1, stopped by its PID."""
-
-    def __init__(self, kind: str, database: str | None = None) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/sync/ws"
-        args = [sys.executable, "-m", "benchmarks.bench_pokes", kind, str(self.port)]
-        if database is not None:
-            args.append(database)
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    _, err = self.proc.communicate()
-                    raise RuntimeError(f"server exited: {err.decode(errors='replace')}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get(f"{self.url}/healthz", timeout=1)).status_code == 200:
-                        return
-                await asyncio.sleep(0.05)
-        raise RuntimeError("the server did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+def _ws_url(server: ServerProcess) -> str:
+    return f"ws://127.0.0.1:{server.port}/sync/ws"
 
 
 @contextlib.asynccontextmanager
@@ -260,7 +224,7 @@ async def poke_fanout_50() -> Context:
     plasma_nb on Postgres against a broadcast loop, both under uvicorn."""
     schema_cm = _fresh_schema()
     database = await schema_cm.__aenter__()
-    servers = [_Process("anchor"), _Process("plasma", database)]
+    servers = [ServerProcess(__name__, "anchor"), ServerProcess(__name__, "plasma", database)]
     listeners: list[_Listeners] = []
     clients: list[httpx.AsyncClient] = []
     try:
@@ -268,7 +232,7 @@ async def poke_fanout_50() -> Context:
             await server.ready()
         anchor_server, plasma_server = servers
         for server in servers:
-            group = _Listeners(server.ws_url)
+            group = _Listeners(_ws_url(server))
             listeners.append(group)
             await group.open(LISTENERS)
             clients.append(httpx.AsyncClient(base_url=server.url, timeout=30))
@@ -346,7 +310,7 @@ async def push_to_replica_p50() -> Context:
 
     schema_cm = _fresh_schema()
     database = await schema_cm.__aenter__()
-    server = _Process("plasma", database)
+    server = ServerProcess(__name__, "plasma", database)
     try:
         await server.ready()
     except BaseException:
@@ -361,7 +325,7 @@ async def push_to_replica_p50() -> Context:
     raw_b_cookie: list[int | None] = [None]
     raw_b_seen = asyncio.Event()
     raw_b_wanted: list[str] = [""]
-    raw_ws = await connect(f"{server.ws_url}?clientGroupID=raw-b")
+    raw_ws = await connect(f"{_ws_url(server)}?clientGroupID=raw-b")
 
     async def raw_b_pull() -> None:
         body = {"pullVersion": 1, "clientGroupID": "raw-b", "cookie": raw_b_cookie[0],

@@ -22,7 +22,6 @@ and writes JSON (default benchmarks/results/browser_cold_start.json).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -30,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.standalone import browser_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "cold_start.ipynb"
@@ -91,14 +92,7 @@ def summarize(values: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.browser_cold_start",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--site", type=Path, default=None,
-                        help=f"a built --offline site that contains {NOTEBOOK}")
-    parser.add_argument("--json", type=Path,
-                        default=REPO / "benchmarks" / "results" / "browser_cold_start.json")
-    args = parser.parse_args(argv)
+    args = browser_arguments("browser_cold_start", __doc__, NOTEBOOK, runs=3, argv=argv)
     sys.path.insert(0, str(REPO))
     from tests.browser.servers import plasma_server
 

@@ -30,7 +30,6 @@ clients pull them into their IndexedDB databases. Prints medians and writes JSON
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 import statistics
@@ -38,6 +37,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from benchmarks.standalone import browser_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "browser_storage.ipynb"
@@ -191,14 +192,7 @@ def median_ms(values: list[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.browser_storage",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--site", type=Path, default=None,
-                        help=f"a built --offline site that contains {NOTEBOOK}")
-    parser.add_argument("--json", type=Path,
-                        default=REPO / "benchmarks" / "results" / "browser_storage.json")
-    args = parser.parse_args(argv)
+    args = browser_arguments("browser_storage", __doc__, NOTEBOOK, runs=7, argv=argv)
     sys.path.insert(0, str(REPO))
     from tests.browser.driver import Browser, Notebook
     from tests.browser.servers import plasma_server

@@ -14,6 +14,7 @@ are *skipped* with that reason, never silently absent. A script whose ``--help``
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -25,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["MACHINERY", "Outcome", "discover_scripts", "requirement", "run_script"]
+__all__ = [
+    "MACHINERY",
+    "Outcome",
+    "browser_arguments",
+    "discover_scripts",
+    "requirement",
+    "run_script",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(__file__).resolve().parent
@@ -51,6 +59,20 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "reason": self.reason, "seconds": round(self.seconds, 1),
                 "json": self.json_path}
+
+
+def browser_arguments(name: str, doc: str | None, notebook: str, *, runs: int,
+                      argv: list[str] | None) -> argparse.Namespace:
+    """The command line every browser script takes: ``--runs``, ``--site`` (a built
+    ``--offline`` site holding ``notebook``) and ``--json`` (its report)."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}",
+                                     description=doc.split("\n\n")[0] if doc else None)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--site", type=Path, default=None,
+                        help=f"a built --offline site that contains {notebook}")
+    parser.add_argument("--json", type=Path,
+                        default=ROOT / "benchmarks" / "results" / f"{name}.json")
+    return parser.parse_args(argv)
 
 
 def discover_scripts(directory: Path = PACKAGE) -> list[str]:

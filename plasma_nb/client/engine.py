@@ -318,8 +318,8 @@ class Engine:
                     sent = await self._push_all() if push else 0
                     if pull or sent:
                         await self._pull()
-                    if self.blobs is not None and not self._offline:
-                        await self.blobs.upload_queued()
+                    if self.blobs is not None:
+                        await self.blobs.upload_queued()  # none once offline()
                 except ClientStateNotFound:
                     logger.warning("the server lost client group %s: starting a new one", group)
                     await self._locked(self.sync.recover, group)

@@ -31,7 +31,14 @@ from tests.server.helpers import (
     plasma_command,
     run_env,
 )
-from tests.server.pg import isolated_schema, server_url, with_params
+
+# A fresh Postgres schema per test (pg.py), for the Postgres backend tests.
+from tests.server.pg import (
+    isolated_schema,
+    pg,  # noqa: F401
+    server_url,
+    with_params,
+)
 
 # The gate of the slow schema's mutator (slow_app.py), for the Postgres push tests.
 from tests.server.slow_app import gate  # noqa: F401

@@ -12,10 +12,16 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from starlette.applications import Starlette
+
+from notebooks import todos as todos_module
+from plasma_nb import Mutators, Schema
+from plasma_nb.server import create_app
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -71,3 +77,55 @@ async def isolated_schema(base_url: str) -> AsyncIterator[str]:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         finally:
             await conn.close()
+
+
+class PgEnv:
+    """One test's Postgres schema: apps on it, and operator connections into it."""
+
+    def __init__(self, base_url: str, namespace: str) -> None:
+        self.base_url = base_url
+        self.namespace = namespace
+        self.url = with_params(base_url, schema=namespace, application_name=namespace)
+        self._apps: list[Starlette] = []
+        self._conns: list[asyncpg.Connection] = []
+
+    def app(self, schema: Schema = todos_module.schema,
+            mutators: Mutators = todos_module.mutators, **options: Any) -> Starlette:
+        app = create_app(schema, mutators, database=options.pop("database", self.url),
+                         **options)
+        self._apps.append(app)
+        return app
+
+    async def operator(self) -> asyncpg.Connection:
+        """A connection like ``psql``'s, with the test's schema on its search path."""
+        conn = await asyncpg.connect(
+            self.base_url, server_settings={"search_path": f'"{self.namespace}"'}
+        )
+        self._conns.append(conn)
+        return conn
+
+    async def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        conn = await self.operator()
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            self._conns.remove(conn)
+            await conn.close()
+
+    async def close(self) -> None:
+        for app in self._apps:
+            await app.state.plasma.close()
+        for conn in self._conns:
+            await conn.close()
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[PgEnv]:
+    """A fresh Postgres schema for the test (registered in conftest.py)."""
+    base = server_url()
+    async with isolated_schema(base) as namespace:
+        env = PgEnv(base, namespace)
+        try:
+            yield env
+        finally:
+            await env.close()

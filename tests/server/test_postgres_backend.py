@@ -19,7 +19,6 @@ from starlette.applications import Starlette
 from notebooks import todos as todos_module
 from plasma_nb import Mutators, Schema, col, table
 from plasma_nb.core.errors import ConfigError, SchemaError
-from plasma_nb.server import create_app
 from plasma_nb.server.database import open_storage
 from plasma_nb.server.storage.postgres import PostgresStorage
 from plasma_nb.server.storage.postgres_sql import poke_channel, split_url, version_setting
@@ -36,61 +35,10 @@ from tests.server.helpers import (
     push_body,
     puts,
 )
-from tests.server.pg import isolated_schema, server_url, with_params
+from tests.server.pg import PgEnv, with_params
 from tests.server.slow_app import Gate, slow_mutators, slow_schema
 
 pytestmark = pytest.mark.postgres
-
-
-class PgEnv:
-    """One test's Postgres schema: apps on it, and operator connections into it."""
-
-    def __init__(self, base_url: str, namespace: str) -> None:
-        self.base_url = base_url
-        self.namespace = namespace
-        self.url = with_params(base_url, schema=namespace, application_name=namespace)
-        self._apps: list[Starlette] = []
-        self._conns: list[asyncpg.Connection] = []
-
-    def app(self, schema: Schema = todos_module.schema,
-            mutators: Mutators = todos_module.mutators, **options: Any) -> Starlette:
-        app = create_app(schema, mutators, database=options.pop("database", self.url),
-                         **options)
-        self._apps.append(app)
-        return app
-
-    async def operator(self) -> asyncpg.Connection:
-        """A connection like ``psql``'s, with the test's schema on its search path."""
-        conn = await asyncpg.connect(
-            self.base_url, server_settings={"search_path": f'"{self.namespace}"'}
-        )
-        self._conns.append(conn)
-        return conn
-
-    async def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        conn = await self.operator()
-        try:
-            return [tuple(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            self._conns.remove(conn)
-            await conn.close()
-
-    async def close(self) -> None:
-        for app in self._apps:
-            await app.state.plasma.close()
-        for conn in self._conns:
-            await conn.close()
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[PgEnv]:
-    base = server_url()
-    async with isolated_schema(base) as namespace:
-        env = PgEnv(base, namespace)
-        try:
-            yield env
-        finally:
-            await env.close()
 
 
 @pytest.fixture

@@ -6,10 +6,7 @@ a group created during the push creating it, and an instance not poked by its ow
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
 
-import asyncpg
 import pytest
 
 from plasma_nb.core.errors import Forbidden, Unavailable
@@ -18,46 +15,10 @@ from plasma_nb.core.protocol import PullRequest, PushRequest
 from plasma_nb.server.storage import postgres_support
 from plasma_nb.server.storage.postgres import PostgresStorage
 from tests.server.helpers import mutation, push_body
-from tests.server.pg import isolated_schema, server_url, with_params
+from tests.server.pg import PgEnv
 from tests.server.slow_app import Gate, slow_mutators, slow_schema
 
 pytestmark = pytest.mark.postgres
-
-class PgEnv:
-    """One test's Postgres schema, and operator connections into it."""
-
-    def __init__(self, base_url: str, namespace: str) -> None:
-        self.base_url = base_url
-        self.url = with_params(base_url, schema=namespace, application_name=namespace)
-        self.namespace = namespace
-        self._conns: list[asyncpg.Connection] = []
-
-    async def operator(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(
-            self.base_url, server_settings={"search_path": f'"{self.namespace}"'}
-        )
-        self._conns.append(conn)
-        return conn
-
-    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
-        conn = await self.operator()
-        return [tuple(r) for r in await conn.fetch(sql)]
-
-    async def close(self) -> None:
-        for conn in self._conns:
-            await conn.close()
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[PgEnv]:
-    base = server_url()
-    async with isolated_schema(base) as namespace:
-        env = PgEnv(base, namespace)
-        try:
-            yield env
-        finally:
-            await env.close()
-
 
 async def test_a_push_costs_the_round_trips_of_a_bare_transaction(
         pg: PgEnv, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -305,20 +305,11 @@ class SQLiteStorage(Storage):
         return (False, None) if row is None else (True, row[0])
 
     async def record_blob(self, hash: str, size: int) -> None:
-        async with self._write_lock:
-            conn = self._writer
-            await self._begin_immediate(conn)
-            try:
-                conn.execute(
-                    "INSERT INTO _plasma_blobs (hash, size, created) VALUES (?, ?, ?) "
-                    "ON CONFLICT (hash) DO NOTHING",
-                    (hash, size, int(time.time() * 1000)),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        await self._write((
+            "INSERT INTO _plasma_blobs (hash, size, created) VALUES (?, ?, ?) "
+            "ON CONFLICT (hash) DO NOTHING",
+            (hash, size, int(time.time() * 1000)),
+        ))
 
     async def pull(self, request: PullRequest, ctx: Context) -> PullResponse:
         conn = self._reader

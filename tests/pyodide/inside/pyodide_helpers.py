@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from pyodide.code import run_js
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], within: float = 10.0) -> T:
+    """``await check()`` until it stops raising AssertionError, for ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
 
 _DUMP_JS = """
 (async (name, store) => {

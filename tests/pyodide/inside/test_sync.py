@@ -8,12 +8,9 @@ side checks the server's rows (``test_server_state_after_pyodide_sync``).
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 from pyodide.code import run_js
-from pyodide_helpers import idb_databases, idb_dump
+from pyodide_helpers import eventually, idb_databases, idb_dump
 
 from plasma_nb import MutationError, select
 from plasma_nb.client.fetch_transport import FetchTransport
@@ -23,17 +20,6 @@ async def connect(client_api, todos, url: str, name: str, **kw):
     return await client_api(
         url, schema=todos.schema, mutators=todos.mutators, name=name, **kw
     )
-
-
-async def eventually(check, within: float = 10.0):
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
 
 
 async def test_fetch_transport_reaches_the_server(server_url: str) -> None:

@@ -12,25 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 
 import js
-from pyodide_helpers import idb_dump
+from pyodide_helpers import eventually, idb_dump
 
 from plasma_nb import select
 from plasma_nb.client.fetch_transport import FetchTransport
-
-
-async def eventually(check, within: float = 10.0):
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.02)
 
 
 async def rows_of(client, table) -> dict[str, dict]:
