@@ -19,6 +19,14 @@ from tests.lite.sites import BuiltSite
 pytestmark = pytest.mark.browser
 
 
+def _client(output: str) -> list[str]:
+    """The client id and group id of the first cell's ``CLIENT`` line (the cell may print
+    more, a warning of the engine's for one: it names what went on)."""
+    line = next((x for x in output.splitlines() if x.startswith("CLIENT ")), None)
+    assert line is not None, f"no CLIENT line in the first cell's output:\n{output}"
+    return line.split()[1:]
+
+
 def _rows(output: str) -> dict[str, str]:
     line = next(x for x in output.splitlines() if x.startswith("ROWS "))
     return dict(json.loads(line[len("ROWS "):]))
@@ -32,9 +40,9 @@ def test_two_tabs_share_a_database_live_and_converge(site: BuiltSite, server: Pr
         # Not at once: JupyterLite's own first load of its contents store, in two pages
         # at the same moment, fails ("File Load Error"). b boots while a's kernel starts.
         b.start()
-        client_a, group_a = a.run(0).splitlines()[-1].split()[1:]
+        client_a, group_a = _client(a.run(0))
         b.wait_open()
-        client_b, group_b = b.run(0).splitlines()[-1].split()[1:]
+        client_b, group_b = _client(b.run(0))
         assert client_a != client_b and group_a == group_b  # one database, two clients
 
         assert a.run(1) == f"MINE tab-{client_a}"
